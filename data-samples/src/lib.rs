@@ -1,1 +1,15 @@
-//! x
+//! Sample data for Lodestar: the genuine OULAD slice shipped in `data-samples/oulad`, and a
+//! generator of synthetic exports in exactly the OULAD schema at any scale.
+
+mod csv_out;
+pub mod generate;
+mod student;
+
+use std::path::PathBuf;
+
+pub use generate::{GenerateError, GenerateSummary, GeneratorConfig, Progress, generate};
+
+/// The folder holding the genuine OULAD slice (see its README for what it keeps and the licence).
+pub fn oulad_slice_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oulad")
+}

@@ -1,1 +1,33 @@
-//! x
+//! The `lodestar` binary: parses the command line and configuration, then runs one subcommand.
+
+mod cli;
+mod config;
+mod generate;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let result = config::Config::resolve(&cli.global, &matches).and_then(|config| {
+        config.init_logging()?;
+        match &cli.command {
+            Command::Config(args) => config.print(args.json),
+            Command::Generate(args) => generate::run(&config, args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

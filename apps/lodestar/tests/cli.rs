@@ -1,0 +1,187 @@
+//! The `lodestar` binary as a user runs it: configuration precedence and redaction, clear errors
+//! for bad configuration, and `generate` end to end.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Runs the binary in `dir` with a clean `LODESTAR_*` environment plus `env`.
+fn lodestar(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodestar"));
+    cmd.current_dir(dir).args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LODESTAR_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run lodestar")
+}
+
+fn config_json(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut all = vec!["config", "--json"];
+    all.extend_from_slice(args);
+    let out = lodestar(dir, &all, env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("config --json prints JSON")
+}
+
+fn setting<'a>(config: &'a Value, name: &str) -> (&'a str, &'a str) {
+    let s = &config[name];
+    (
+        s["value"].as_str().unwrap(),
+        s["source"]["kind"].as_str().unwrap(),
+    )
+}
+
+#[test]
+fn flags_beat_environment_beats_file_beats_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_eq!(
+        setting(&config_json(d, &[], &[]), "data_dir"),
+        ("lodestar-data", "default")
+    );
+
+    fs::write(
+        d.join("lodestar.toml"),
+        "data_dir = \"from-file\"\nlog = \"warn\"\n",
+    )
+    .unwrap();
+    let c = config_json(d, &[], &[]);
+    assert_eq!(setting(&c, "data_dir"), ("from-file", "file"));
+    assert_eq!(setting(&c, "log"), ("warn", "file"));
+    assert_eq!(
+        setting(&c, "snapshot_dir"),
+        ("from-file/snapshots", "data_dir")
+    );
+
+    let env = [("LODESTAR_DATA_DIR", "from-env")];
+    let c = config_json(d, &[], &env);
+    assert_eq!(setting(&c, "data_dir"), ("from-env", "env"));
+    assert_eq!(
+        setting(&c, "log"),
+        ("warn", "file"),
+        "a setting not in the environment still comes from the file"
+    );
+
+    let c = config_json(d, &["--data-dir", "from-flag"], &env);
+    assert_eq!(setting(&c, "data_dir"), ("from-flag", "flag"));
+    // The database lives in the data directory unless configured.
+    assert_eq!(
+        setting(&c, "database_url"),
+        ("sqlite://from-flag/lodestar.db?mode=rwc", "data_dir")
+    );
+}
+
+#[test]
+fn an_explicit_config_file_resolves_relative_paths_against_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    fs::create_dir(&etc).unwrap();
+    fs::write(
+        etc.join("site.toml"),
+        "data_dir = \"data\"\nlog_format = \"json\"\n",
+    )
+    .unwrap();
+    let c = config_json(dir.path(), &[], &[("LODESTAR_CONFIG", "etc/site.toml")]);
+    assert_eq!(setting(&c, "data_dir"), ("etc/data", "file"));
+    assert_eq!(setting(&c, "log_format"), ("json", "file"));
+}
+
+#[test]
+fn secrets_never_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "postgres://lodestar:hunter2@db.example:5432/lodestar";
+    for args in [vec!["config"], vec!["config", "--json"]] {
+        let out = lodestar(dir.path(), &args, &[("LODESTAR_DATABASE_URL", url)]);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success());
+        assert!(!stdout.contains("hunter2"), "{stdout}");
+        assert!(
+            stdout.contains("postgres://lodestar:***@db.example:5432/lodestar"),
+            "{stdout}"
+        );
+    }
+    // Nor does clap's help show the environment's value.
+    let out = lodestar(dir.path(), &["--help"], &[("LODESTAR_DATABASE_URL", url)]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+}
+
+#[test]
+fn bad_configuration_is_named_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("lodestar.toml"),
+        "data_dir = \"d\"\nlog_fromat = \"json\"\n",
+    )
+    .unwrap();
+    let out = lodestar(dir.path(), &["config"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("lodestar.toml") && err.contains("line 2") && err.contains("log_fromat"),
+        "{err}"
+    );
+
+    let out = lodestar(dir.path(), &["--config", "missing.toml", "config"], &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+
+    fs::remove_file(dir.path().join("lodestar.toml")).unwrap();
+    let out = lodestar(
+        dir.path(),
+        &["config"],
+        &[("LODESTAR_DATABASE_URL", "mysql://x")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("LODESTAR_DATABASE_URL"),
+        "{err}"
+    );
+}
+
+#[test]
+fn generate_writes_an_export_and_reports_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lodestar(
+        dir.path(),
+        &[
+            "generate",
+            "--students",
+            "120",
+            "--presentations",
+            "2",
+            "--seed",
+            "9",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The default destination is under the data directory.
+    let export = dir.path().join("lodestar-data/exports/synthetic");
+    for (table, rows) in report["rows"].as_object().unwrap() {
+        let text = fs::read_to_string(export.join(format!("{table}.csv"))).unwrap();
+        assert_eq!(
+            text.lines().count() as u64 - 1,
+            rows.as_u64().unwrap(),
+            "{table}"
+        );
+    }
+    assert_eq!(report["rows"]["studentInfo"], 120);
+
+    let out = lodestar(dir.path(), &["generate", "--students", "0"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--students"));
+}

@@ -58,6 +58,21 @@ pub(crate) enum Command {
     Config(ConfigArgs),
     /// Write a synthetic LMS export in the OULAD schema, at any scale, deterministic per seed.
     Generate(GenerateArgs),
+    /// Validate an LMS export and build the weekly feature snapshot (Parquet + manifest).
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IngestArgs {
+    /// The export folder: the seven OULAD tables as .csv or .csv.gz.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) export: PathBuf,
+    /// Rebuild the snapshot even if an identical one exists.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Print the manifest as JSON instead of the summary.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

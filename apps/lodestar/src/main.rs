@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod generate;
+mod ingest;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Config(args) => config.print(args.json),
             Command::Generate(args) => generate::run(&config, args),
+            Command::Ingest(args) => ingest::run(&config, args),
         }
     });
     match result {

@@ -1,0 +1,82 @@
+//! `lodestar ingest`: validates an export and builds its feature snapshot, with a progress
+//! display on a terminal and a one-screen summary (or the manifest as JSON).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use lodestar_ingest::snapshot::QUARANTINE_FILE;
+use lodestar_ingest::{IngestOptions, ingest};
+
+use crate::cli::IngestArgs;
+use crate::config::Config;
+
+pub(crate) fn run(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
+    let spinner = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").context("progress template")?,
+    );
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let started = Instant::now();
+    let outcome = ingest(
+        &args.export,
+        &config.snapshot_dir.value,
+        &IngestOptions::default(),
+        args.force,
+        &mut |stage, rows| {
+            if rows > 0 {
+                spinner.set_message(format!("reading {stage}: {rows} rows"));
+            } else {
+                spinner.set_message(stage.to_owned());
+            }
+        },
+    )
+    .with_context(|| format!("ingesting {}", args.export.display()))?;
+    spinner.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let m = &outcome.manifest;
+    tracing::info!(snapshot = %m.snapshot_id, reused = outcome.reused, seconds, "ingest finished");
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+        return Ok(());
+    }
+    if outcome.reused {
+        println!(
+            "unchanged export: reusing snapshot {} (use --force to rebuild)",
+            m.snapshot_id
+        );
+    } else {
+        println!("snapshot {} built in {seconds:.2} s", m.snapshot_id);
+    }
+    println!(
+        "\n{:<26} {:>12} {:>12} {:>12}",
+        "file", "read", "accepted", "quarantined"
+    );
+    for t in &m.tables {
+        println!(
+            "{:<26} {:>12} {:>12} {:>12}",
+            t.file, t.read, t.accepted, t.quarantined
+        );
+    }
+    println!(
+        "\n{} feature rows: {} students in {} presentations ({}), weeks 0 to the last",
+        m.feature_rows,
+        m.student_presentations,
+        m.presentations.len(),
+        m.presentations.join(", ")
+    );
+    if m.quarantined_rows > 0 {
+        println!(
+            "{} rows quarantined, with file, line and reason: {}",
+            m.quarantined_rows,
+            outcome.dir.join(QUARANTINE_FILE).display()
+        );
+    }
+    let timings: Vec<String> = m
+        .timings
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.2} s"))
+        .collect();
+    println!("timings: {}", timings.join(", "));
+    println!("snapshot: {}", outcome.dir.display());
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! The weekly feature table: one row per (student, presentation, as-of week k) for k from 0 to
+//! the presentation's last week, computed only from records dated on or before day 7k+6.
+//!
+//! Built from weekly increments and cumulative sums per student, so the cost is linear in the
+//! number of students and weeks. Week -1 gathers everything before the presentation starts; it
+//! counts towards the cumulative features of every week and is "last week" for week 0.
+//! A submission's score is taken as known on the day it was submitted (OULAD records no marking
+//! date).
+
+use lodestar_domain::{ActivityFamily, FeatureSchema, LabelRule};
+use polars::prelude::*;
+
+use crate::error::{IngestError, PolarsContext};
+use crate::load::{LoadedExport, family_column};
+
+/// Identifying columns of a feature row (beside the features).
+pub const KEY_COLUMNS: [&str; 3] = ["code_module", "code_presentation", "id_student"];
+/// 1 when the student is still registered at the end of the row's week (not unregistered on or
+/// before the cutoff day): only such rows are scored and evaluated.
+pub const ACTIVE_COLUMN: &str = "is_active";
+/// The outcome, kept beside the features: the final result as written in the export.
+pub const RESULT_COLUMN: &str = "final_result";
+/// The label: 1 when the final result counts as at risk under the label rule.
+pub const LABEL_COLUMN: &str = "label_at_risk";
+
+fn student() -> [Expr; 3] {
+    [
+        col("code_module"),
+        col("code_presentation"),
+        col("id_student"),
+    ]
+}
+
+fn per_student(e: Expr) -> Result<Expr, IngestError> {
+    e.over(student()).ctx("per-student window")
+}
+
+/// Week of a day, with every day before the start in week -1.
+fn week_of(day: Expr) -> Expr {
+    when(day.clone().lt(lit(0)))
+        .then(lit(-1i64))
+        .otherwise(day.floor_div(lit(7i64)))
+}
+
+fn ratio(num: Expr, den: Expr) -> Expr {
+    when(den.clone().gt(lit(0)))
+        .then(num.cast(DataType::Float64) / den.cast(DataType::Float64))
+        .otherwise(lit(NULL).cast(DataType::Float64))
+}
+
+fn ordinal(column: &str, values: &[&str]) -> Expr {
+    let mut e = lit(NULL).cast(DataType::Int64);
+    for (i, v) in values.iter().enumerate().rev() {
+        e = when(col(column).eq(lit(*v)))
+            .then(lit(i as i64))
+            .otherwise(e);
+    }
+    e
+}
+
+/// Builds the feature table from validated tables.
+pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFrame, IngestError> {
+    let group = student();
+    let keys_week = [
+        col("code_module"),
+        col("code_presentation"),
+        col("id_student"),
+        col("week"),
+    ];
+
+    // Weekly activity.
+    let mut sums = vec![
+        col("clicks").sum(),
+        col("date")
+            .count()
+            .cast(DataType::Int64)
+            .alias("active_days"),
+        col("date").max().alias("last_day"),
+    ];
+    sums.extend(
+        ActivityFamily::ALL
+            .iter()
+            .map(|f| col(family_column(*f)).sum()),
+    );
+    let weekly = export
+        .daily_activity
+        .clone()
+        .lazy()
+        .with_column(week_of(col("date")).alias("week"))
+        .group_by(keys_week.clone())
+        .agg(sums);
+
+    // Submissions as weekly events: counted as submitted-and-due from the later of the two weeks.
+    let subs = export.submissions.clone().lazy().with_columns([
+        week_of(col("date_submitted")).alias("__sw"),
+        week_of(col("due_day")).alias("__dw"),
+    ]);
+    let subs = subs.with_column(
+        when(col("__sw").gt(col("__dw")))
+            .then(col("__sw"))
+            .otherwise(col("__dw"))
+            .alias("__ew"),
+    );
+    let on_due = subs
+        .clone()
+        .group_by([
+            col("code_module"),
+            col("code_presentation"),
+            col("id_student"),
+            col("__ew").alias("week"),
+        ])
+        .agg([
+            len().cast(DataType::Int64).alias("submitted_n"),
+            when(col("assessment_type").neq(lit("Exam")))
+                .then(col("weight") * col("score").fill_null(lit(0.0)).cast(DataType::Float64))
+                .otherwise(lit(0.0))
+                .sum()
+                .alias("wnum"),
+        ]);
+    let on_submit = subs
+        .group_by([
+            col("code_module"),
+            col("code_presentation"),
+            col("id_student"),
+            col("__sw").alias("week"),
+        ])
+        .agg([
+            col("date_submitted")
+                .gt(col("due_day"))
+                .cast(DataType::Int64)
+                .sum()
+                .alias("late_n"),
+            col("is_banked").sum().alias("banked_n"),
+            col("score")
+                .cast(DataType::Float64)
+                .sum()
+                .alias("score_sum"),
+            col("score")
+                .is_not_null()
+                .cast(DataType::Int64)
+                .sum()
+                .alias("score_n"),
+        ]);
+    let due = export
+        .assessments
+        .clone()
+        .lazy()
+        .with_column(week_of(col("due_day")).alias("week"))
+        .group_by([col("code_module"), col("code_presentation"), col("week")])
+        .agg([
+            len().cast(DataType::Int64).alias("due_n"),
+            when(col("assessment_type").neq(lit("Exam")))
+                .then(col("weight"))
+                .otherwise(lit(0.0))
+                .sum()
+                .alias("wden"),
+        ]);
+
+    // One row per registered student and week -1..=last week.
+    let max_weeks = export
+        .courses
+        .column("module_presentation_length")
+        .ctx("course lengths")?
+        .i64()
+        .ctx("course lengths")?
+        .max()
+        .unwrap_or(0);
+    let weeks =
+        df!("week" => (-1..=((max_weeks - 1).max(0) / 7)).collect::<Vec<i64>>()).ctx("weeks")?;
+    let grid = export
+        .registrations
+        .clone()
+        .lazy()
+        .join(
+            export.courses.clone().lazy(),
+            [col("code_module"), col("code_presentation")],
+            [col("code_module"), col("code_presentation")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .join(
+            export.students.clone().lazy(),
+            group.clone(),
+            group.clone(),
+            JoinArgs::new(JoinType::Inner),
+        )
+        .cross_join(weeks.lazy(), None)
+        .filter(
+            col("week").lt_eq((col("module_presentation_length") - lit(1i64)).floor_div(lit(7i64))),
+        );
+
+    let week_keys = [col("code_module"), col("code_presentation"), col("week")];
+    let mut frame = grid
+        .join(
+            weekly,
+            keys_week.clone(),
+            keys_week.clone(),
+            JoinArgs::new(JoinType::Left),
+        )
+        .join(
+            on_due,
+            keys_week.clone(),
+            keys_week.clone(),
+            JoinArgs::new(JoinType::Left),
+        )
+        .join(
+            on_submit,
+            keys_week.clone(),
+            keys_week.clone(),
+            JoinArgs::new(JoinType::Left),
+        )
+        .join(
+            due,
+            week_keys.clone(),
+            week_keys,
+            JoinArgs::new(JoinType::Left),
+        );
+    let mut zero_fill = vec![
+        "clicks",
+        "active_days",
+        "submitted_n",
+        "late_n",
+        "banked_n",
+        "score_n",
+        "due_n",
+    ]
+    .into_iter()
+    .map(|c| col(c).fill_null(lit(0i64)))
+    .collect::<Vec<_>>();
+    zero_fill.extend(["wnum", "wden", "score_sum"].map(|c| col(c).fill_null(lit(0.0))));
+    zero_fill.extend(
+        ActivityFamily::ALL
+            .iter()
+            .map(|f| col(family_column(*f)).fill_null(lit(0i64))),
+    );
+    frame = frame.with_columns(zero_fill).sort(
+        ["code_module", "code_presentation", "id_student", "week"],
+        SortMultipleOptions::default(),
+    );
+
+    // Cumulative state per student.
+    let cutoff = lit(7i64) * col("week") + lit(6i64);
+    let mut cumulative = vec![
+        per_student(col("clicks").cum_sum(false))?.alias("clicks_total"),
+        per_student(col("clicks").shift(lit(1)))?
+            .fill_null(lit(0i64))
+            .alias("clicks_last_week"),
+        per_student(col("active_days").cum_sum(false))?.alias("active_days_total"),
+        per_student(col("last_day").fill_null(lit(-1_000_000i64)).cum_max(false))?
+            .alias("__last_active"),
+        per_student(
+            when(col("week").gt_eq(lit(0)))
+                .then(col("clicks"))
+                .otherwise(lit(0i64))
+                .cum_sum(false),
+        )?
+        .alias("__clicks_since_start"),
+        per_student(col("due_n").cum_sum(false))?.alias("assessments_due"),
+        per_student(col("submitted_n").cum_sum(false))?.alias("assessments_submitted"),
+        per_student(col("late_n").cum_sum(false))?.alias("assessments_late"),
+        per_student(col("banked_n").cum_sum(false))?.alias("assessments_banked"),
+        per_student(col("score_sum").cum_sum(false))?.alias("__score_sum"),
+        per_student(col("score_n").cum_sum(false))?.alias("__score_n"),
+        per_student(col("wnum").cum_sum(false))?.alias("__wnum"),
+        per_student(col("wden").cum_sum(false))?.alias("__wden"),
+        col("date_unregistration")
+            .is_null()
+            .or(col("date_unregistration").gt(cutoff.clone()))
+            .cast(DataType::Int64)
+            .alias(ACTIVE_COLUMN),
+    ];
+    for f in ActivityFamily::ALL {
+        cumulative.push(
+            per_student(col(family_column(f)).cum_sum(false))?.alias(format!("clicks_{f}_total")),
+        );
+    }
+    frame = frame.with_columns(cumulative);
+
+    let recent = (col("clicks") + col("clicks_last_week")).cast(DataType::Float64) / lit(2.0);
+    let earlier = when(col("week").gt_eq(lit(2)))
+        .then(
+            per_student(col("__clicks_since_start").shift(lit(2)))?.cast(DataType::Float64)
+                / (col("week") - lit(1)).cast(DataType::Float64),
+        )
+        .otherwise(lit(NULL).cast(DataType::Float64));
+    frame = frame.with_columns([
+        recent.clone().alias("__recent"),
+        earlier.alias("__earlier"),
+        when(col("__last_active").gt(lit(-999_999i64)))
+            .then(cutoff.clone() - col("__last_active"))
+            .otherwise(cutoff.clone() - col("date_registration"))
+            .cast(DataType::Float64)
+            .alias("days_since_last_activity"),
+    ]);
+    let cohort_median = when(col(ACTIVE_COLUMN).eq(lit(1)))
+        .then(col("__recent"))
+        .otherwise(lit(NULL).cast(DataType::Float64))
+        .median()
+        .over([col("code_module"), col("code_presentation"), col("week")])
+        .ctx("cohort median")?;
+    let at_risk: Vec<&str> = label.at_risk.iter().map(|r| r.as_str()).collect();
+    let at_risk = Series::new("at_risk".into(), at_risk.as_slice());
+    frame = frame.with_columns([
+        col("week").alias("as_of_week"),
+        col("clicks").alias("clicks_this_week"),
+        col("active_days").alias("active_days_this_week"),
+        ((col("__recent") + lit(1.0)) / (col("__earlier") + lit(1.0))).alias("trend_vs_own"),
+        ((col("__recent") + lit(1.0)) / (cohort_median + lit(1.0))).alias("trend_vs_cohort"),
+        (col("assessments_due") - col("assessments_submitted")).alias("assessments_missing"),
+        ratio(col("__score_sum"), col("__score_n")).alias("score_mean"),
+        ratio(col("__wnum"), col("__wden")).alias("score_weighted"),
+        (lit(0i64) - col("date_registration"))
+            .cast(DataType::Float64)
+            .alias("days_registered_before_start"),
+        ordinal(
+            "highest_education",
+            &[
+                "No Formal quals",
+                "Lower Than A Level",
+                "A Level or Equivalent",
+                "HE Qualification",
+                "Post Graduate Qualification",
+            ],
+        )
+        .alias("highest_education"),
+        col("disability")
+            .eq(lit("Y"))
+            .cast(DataType::Int64)
+            .alias("disability"),
+        ordinal("age_band", &["0-35", "35-55", "55<="]).alias("age_band"),
+        ordinal("imd_band", &lodestar_domain::tables::IMD_BANDS).alias("imd_band"),
+        col(RESULT_COLUMN)
+            .is_in(lit(at_risk).implode(false), false)
+            .cast(DataType::Int64)
+            .alias(LABEL_COLUMN),
+    ]);
+
+    let schema = FeatureSchema::standard();
+    let mut columns: Vec<Expr> = KEY_COLUMNS.iter().map(|c| col(*c)).collect();
+    columns.push(col(ACTIVE_COLUMN));
+    columns.extend(schema.names().map(col));
+    columns.push(col(RESULT_COLUMN));
+    columns.push(col(LABEL_COLUMN));
+    frame
+        .filter(col("week").gt_eq(lit(0)))
+        .select(columns)
+        .collect()
+        .ctx("computing features")
+}

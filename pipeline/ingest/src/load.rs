@@ -1,0 +1,840 @@
+//! Loading an OULAD-schema export directory into validated canonical tables: every row read is
+//! either accepted or quarantined (with file, line, reason and the raw record), and counted.
+//! The click table is streamed block by block and reduced to daily activity per student as it
+//! goes, so memory does not grow with the number of click rows.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use lodestar_domain::{ActivityFamily, PresentationId, Table};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IngestError, PolarsContext};
+use crate::read::{Block, LINE, TableReader, locate};
+use crate::validate::{
+    DateWindow, REASON, Rule, canonical_columns, duplicates, final_results, imd_spellings, one_of,
+    outside, reason_of, rule_with, split, text, type_rules,
+};
+
+/// Rows read, accepted and quarantined for one table: `read = accepted + quarantined`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCount {
+    /// The table.
+    pub table: Table,
+    /// Its file name in the export.
+    pub file: String,
+    /// Data rows read (header not counted).
+    pub read: u64,
+    /// Rows that passed validation.
+    pub accepted: u64,
+    /// Rows written to the quarantine.
+    pub quarantined: u64,
+}
+
+/// The validated canonical tables of one export.
+pub struct LoadedExport {
+    /// `courses`.
+    pub courses: DataFrame,
+    /// `assessments`, with `due_day` (the exam's empty date filled with the presentation's length).
+    pub assessments: DataFrame,
+    /// `vle`, with the activity `family`.
+    pub vle: DataFrame,
+    /// `studentInfo`, `imd_band` in canonical spelling.
+    pub students: DataFrame,
+    /// `studentRegistration`.
+    pub registrations: DataFrame,
+    /// `studentAssessment`, with the assessment's presentation, type, due day and weight.
+    pub submissions: DataFrame,
+    /// Clicks per student and day: `clicks` and `clicks_<family>` for each activity family.
+    pub daily_activity: DataFrame,
+    /// Per-table accounting, in [`Table::ALL`] order.
+    pub counts: Vec<TableCount>,
+}
+
+/// Where quarantined rows go: a CSV of `file,line,reason,record`.
+pub struct Quarantine {
+    out: BufWriter<File>,
+    path: PathBuf,
+}
+
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+impl Quarantine {
+    /// Creates the quarantine file.
+    pub fn create(path: &Path) -> Result<Self, IngestError> {
+        let file = File::create(path).map_err(|source| IngestError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut q = Self {
+            out: BufWriter::new(file),
+            path: path.to_owned(),
+        };
+        q.write("file,line,reason,record\n")?;
+        Ok(q)
+    }
+
+    fn write(&mut self, s: &str) -> Result<(), IngestError> {
+        self.out
+            .write_all(s.as_bytes())
+            .map_err(|source| IngestError::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Writes the bad rows (`__line`, `__reason`) of `file`, quoting their raw text from `blocks`.
+    fn add(&mut self, file: &str, bad: &DataFrame, blocks: &[Block]) -> Result<(), IngestError> {
+        if bad.height() == 0 {
+            return Ok(());
+        }
+        let sorted = bad
+            .sort([LINE], Default::default())
+            .ctx("sorting quarantine")?;
+        let lines: Vec<u64> = sorted
+            .column(LINE)
+            .ctx("quarantine lines")?
+            .cast(&DataType::UInt64)
+            .ctx("quarantine lines")?
+            .u64()
+            .ctx("quarantine lines")?
+            .into_no_null_iter()
+            .collect();
+        let reasons = sorted
+            .column(REASON)
+            .ctx("quarantine reasons")?
+            .str()
+            .ctx("quarantine reasons")?
+            .clone();
+        let mut records = Vec::with_capacity(lines.len());
+        for block in blocks {
+            let end = block.first_line + block.frame.height() as u64;
+            let inside: Vec<u64> = lines
+                .iter()
+                .copied()
+                .filter(|l| (block.first_line..end).contains(l))
+                .collect();
+            if !inside.is_empty() {
+                records.extend(block.raw_lines(&inside));
+            }
+        }
+        for ((line, reason), record) in lines.iter().zip(reasons.iter()).zip(records) {
+            let row = format!(
+                "{},{},{},{}\n",
+                csv_field(file),
+                line,
+                csv_field(reason.unwrap_or("")),
+                csv_field(&record)
+            );
+            self.write(&row)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and syncs the file.
+    pub fn finish(mut self) -> Result<PathBuf, IngestError> {
+        let path = self.path.clone();
+        let err = |source| IngestError::Write {
+            path: path.clone(),
+            source,
+        };
+        self.out.flush().map_err(err)?;
+        self.out.get_ref().sync_all().map_err(err)?;
+        Ok(path)
+    }
+}
+
+fn keys() -> [Expr; 2] {
+    [col("code_module"), col("code_presentation")]
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads a whole (keyed) table into one frame, keeping its blocks for quoting bad rows.
+fn read_whole(dir: &Path, table: Table) -> Result<(String, Vec<Block>, DataFrame), IngestError> {
+    let path = locate(dir, table)?;
+    let mut reader = TableReader::open(&path, table)?;
+    let mut blocks = Vec::new();
+    let mut frame: Option<DataFrame> = None;
+    while let Some(block) = reader.next_block()? {
+        match &mut frame {
+            Some(f) => {
+                f.vstack_mut(&block.frame).ctx("stacking blocks")?;
+            }
+            None => frame = Some(block.frame.clone()),
+        }
+        blocks.push(block);
+    }
+    let frame = match frame {
+        Some(f) => f,
+        None => {
+            // A header with no rows: an empty frame with the canonical columns.
+            DataFrame::empty_with_schema(&Schema::from_iter(
+                table
+                    .columns()
+                    .iter()
+                    .map(|c| Field::new(c.name.into(), DataType::String)),
+            ))
+            .hstack(&[Column::new_empty(LINE.into(), &IDX_DTYPE)])
+            .ctx("empty table")?
+        }
+    };
+    Ok((file_name(&path), blocks, frame))
+}
+
+/// Applies `rules` and the duplicate check on `dup_keys`, records the outcome, and returns the
+/// accepted rows with canonical column types.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    table: Table,
+    file: &str,
+    blocks: &[Block],
+    frame: LazyFrame,
+    rules: Vec<Rule>,
+    dup_keys: &[&str],
+    quarantine: &mut Quarantine,
+    counts: &mut Vec<TableCount>,
+) -> Result<DataFrame, IngestError> {
+    let checked = frame
+        .with_column(reason_of(rules))
+        .collect()
+        .ctx(format!("validating {file}"))?;
+    let read = checked.height() as u64;
+    let (good, mut bad) = split(checked)?;
+    let good = if dup_keys.is_empty() {
+        good
+    } else {
+        let (unique, dups) = duplicates(good, dup_keys)?;
+        bad.vstack_mut(&dups).ctx("collecting duplicates")?;
+        unique
+    };
+    quarantine.add(file, &bad, blocks)?;
+    counts.push(TableCount {
+        table,
+        file: file.to_owned(),
+        read,
+        accepted: good.height() as u64,
+        quarantined: bad.height() as u64,
+    });
+    // Canonical types; columns joined in from other tables stay; helper columns go.
+    let helpers: Vec<String> = good
+        .get_column_names()
+        .into_iter()
+        .filter(|n| n.starts_with("__"))
+        .map(|n| n.to_string())
+        .collect();
+    good.lazy()
+        .with_columns(canonical_columns(table))
+        .drop(cols(helpers))
+        .collect()
+        .ctx(format!("typing {file}"))
+}
+
+/// Adds `__course` (present) and `__length` from the courses table.
+fn with_course(frame: LazyFrame, courses: &DataFrame) -> LazyFrame {
+    let right = courses.clone().lazy().select([
+        col("code_module"),
+        col("code_presentation"),
+        lit(true).alias("__course"),
+        col("module_presentation_length").alias("__length"),
+    ]);
+    frame.join(right, keys(), keys(), JoinArgs::new(JoinType::Left))
+}
+
+fn course_rule() -> Rule {
+    rule_with(
+        col("__course").is_null(),
+        vec![
+            lit("presentation "),
+            col("code_module"),
+            lit("-"),
+            col("code_presentation"),
+            lit(" is not in courses"),
+        ],
+    )
+}
+
+fn registered_rule() -> Rule {
+    rule_with(
+        col("__registered").is_null(),
+        vec![
+            lit("student "),
+            text(col("id_student")),
+            lit(" is not registered in this presentation"),
+        ],
+    )
+}
+
+fn with_registration(frame: LazyFrame, registrations: &DataFrame) -> LazyFrame {
+    let right = registrations.clone().lazy().select([
+        col("code_module"),
+        col("code_presentation"),
+        col("id_student"),
+        lit(true).alias("__registered"),
+    ]);
+    let on = [
+        col("code_module"),
+        col("code_presentation"),
+        col("id_student"),
+    ];
+    frame.join(right, on.clone(), on, JoinArgs::new(JoinType::Left))
+}
+
+/// Checks module and presentation codes with the domain's rules (few rows: done in Rust).
+fn code_rules(frame: &DataFrame) -> Result<DataFrame, IngestError> {
+    let modules = frame
+        .column("code_module")
+        .ctx("codes")?
+        .str()
+        .ctx("codes")?;
+    let presentations = frame
+        .column("code_presentation")
+        .ctx("codes")?
+        .str()
+        .ctx("codes")?;
+    let reasons: StringChunked = modules
+        .iter()
+        .zip(presentations.iter())
+        .map(|(m, p)| match (m, p) {
+            (Some(m), Some(p)) => PresentationId::parse(m, p).err().map(|e| e.to_string()),
+            _ => None,
+        })
+        .collect();
+    let mut out = frame.clone();
+    out.with_column(reasons.with_name("__code_error".into()).into_column())
+        .ctx("codes")?;
+    Ok(out)
+}
+
+fn window_rule(column: &str, window: DateWindow) -> Rule {
+    outside(
+        column,
+        col(column).cast(DataType::Int64),
+        lit(-window.pre_start_days),
+        col("__length") + lit(window.post_end_days),
+        "the presentation's dates",
+    )
+}
+
+/// Loads and validates every table of the export in `dir`, writing bad rows to `quarantine`.
+pub fn load_export(
+    dir: &Path,
+    window: DateWindow,
+    quarantine: &mut Quarantine,
+    progress: &mut dyn FnMut(&str, u64),
+) -> Result<LoadedExport, IngestError> {
+    // Fail on a missing or ambiguous table before reading anything.
+    for table in Table::ALL {
+        locate(dir, table)?;
+    }
+    let mut counts = Vec::new();
+    let q = quarantine;
+
+    // courses
+    progress(Table::Courses.file_stem(), 0);
+    let (file, blocks, frame) = read_whole(dir, Table::Courses)?;
+    let frame = code_rules(&frame)?;
+    let mut rules = type_rules(Table::Courses);
+    rules.push(rule_with(
+        col("__code_error").is_not_null(),
+        vec![col("__code_error")],
+    ));
+    rules.push(outside(
+        "module_presentation_length",
+        col("module_presentation_length"),
+        lit(1),
+        lit(1000),
+        "days",
+    ));
+    let courses = check(
+        Table::Courses,
+        &file,
+        &blocks,
+        frame.lazy(),
+        rules,
+        &["code_module", "code_presentation"],
+        q,
+        &mut counts,
+    )?
+    .lazy()
+    .select([
+        col("code_module"),
+        col("code_presentation"),
+        col("module_presentation_length"),
+    ])
+    .collect()
+    .ctx("courses")?;
+
+    // assessments
+    progress(Table::Assessments.file_stem(), 0);
+    let (file, blocks, frame) = read_whole(dir, Table::Assessments)?;
+    let mut rules = type_rules(Table::Assessments);
+    rules.push(course_rule());
+    rules.push(one_of("assessment_type", &["TMA", "CMA", "Exam"]));
+    rules.push(window_rule("date", window));
+    rules.push(outside(
+        "weight",
+        col("weight"),
+        lit(0.0),
+        lit(100.0),
+        "percent",
+    ));
+    let assessments = check(
+        Table::Assessments,
+        &file,
+        &blocks,
+        with_course(frame.lazy(), &courses),
+        rules,
+        &["id_assessment"],
+        q,
+        &mut counts,
+    )?
+    .lazy()
+    .join(
+        courses.clone().lazy(),
+        keys(),
+        keys(),
+        JoinArgs::new(JoinType::Left),
+    )
+    .with_column(
+        col("date")
+            .fill_null(col("module_presentation_length"))
+            .alias("due_day"),
+    )
+    .drop(cols(["module_presentation_length"]))
+    .collect()
+    .ctx("assessments")?;
+
+    // vle
+    progress(Table::Vle.file_stem(), 0);
+    let (file, blocks, frame) = read_whole(dir, Table::Vle)?;
+    let mut rules = type_rules(Table::Vle);
+    rules.push(course_rule());
+    for week in ["week_from", "week_to"] {
+        rules.push(outside(
+            week,
+            col(week).cast(DataType::Int64),
+            lit(0),
+            lit(200),
+            "weeks",
+        ));
+    }
+    let vle = check(
+        Table::Vle,
+        &file,
+        &blocks,
+        with_course(frame.lazy(), &courses),
+        rules,
+        &["id_site"],
+        q,
+        &mut counts,
+    )?;
+    let vle = vle
+        .lazy()
+        .with_column(family_expr().alias("family"))
+        .collect()
+        .ctx("vle families")?;
+
+    // studentInfo
+    progress(Table::StudentInfo.file_stem(), 0);
+    let (file, blocks, frame) = read_whole(dir, Table::StudentInfo)?;
+    let mut rules = type_rules(Table::StudentInfo);
+    rules.push(course_rule());
+    rules.push(one_of("final_result", &final_results()));
+    rules.push(one_of("disability", &["Y", "N"]));
+    let imd = imd_spellings();
+    let imd_list = Series::new("imd".into(), imd.as_slice());
+    rules.push(rule_with(
+        col("imd_band").neq(lit("")).and(
+            col("imd_band")
+                .is_in(lit(imd_list).implode(false), false)
+                .not(),
+        ),
+        vec![
+            lit("imd_band \""),
+            col("imd_band"),
+            lit("\" is not a deprivation band"),
+        ],
+    ));
+    rules.push(outside(
+        "num_of_prev_attempts",
+        col("num_of_prev_attempts"),
+        lit(0),
+        lit(100),
+        "attempts",
+    ));
+    rules.push(outside(
+        "studied_credits",
+        col("studied_credits"),
+        lit(0),
+        lit(1000),
+        "credits",
+    ));
+    let students = check(
+        Table::StudentInfo,
+        &file,
+        &blocks,
+        with_course(frame.lazy(), &courses),
+        rules,
+        &["code_module", "code_presentation", "id_student"],
+        q,
+        &mut counts,
+    )?
+    .lazy()
+    .with_column(
+        when(col("imd_band").eq(lit("10-20")))
+            .then(lit("10-20%"))
+            .otherwise(col("imd_band"))
+            .alias("imd_band"),
+    )
+    .collect()
+    .ctx("studentInfo")?;
+
+    // studentRegistration
+    progress(Table::StudentRegistration.file_stem(), 0);
+    let (file, blocks, frame) = read_whole(dir, Table::StudentRegistration)?;
+    let info_keys = students.clone().lazy().select([
+        col("code_module"),
+        col("code_presentation"),
+        col("id_student"),
+        lit(true).alias("__info"),
+    ]);
+    let on = [
+        col("code_module"),
+        col("code_presentation"),
+        col("id_student"),
+    ];
+    let joined = with_course(frame.lazy(), &courses).join(
+        info_keys,
+        on.clone(),
+        on,
+        JoinArgs::new(JoinType::Left),
+    );
+    let mut rules = type_rules(Table::StudentRegistration);
+    rules.push(course_rule());
+    rules.push(rule_with(
+        col("__info").is_null(),
+        vec![
+            lit("student "),
+            text(col("id_student")),
+            lit(" has no studentInfo row for this presentation"),
+        ],
+    ));
+    rules.push(outside(
+        "date_registration",
+        col("date_registration").cast(DataType::Int64),
+        lit(-window.pre_start_days),
+        col("__length"),
+        "the presentation's dates",
+    ));
+    rules.push(outside(
+        "date_unregistration",
+        col("date_unregistration").cast(DataType::Int64),
+        lit(-window.pre_start_days),
+        lit(100_000),
+        "the presentation's dates",
+    ));
+    let registrations = check(
+        Table::StudentRegistration,
+        &file,
+        &blocks,
+        joined,
+        rules,
+        &["code_module", "code_presentation", "id_student"],
+        q,
+        &mut counts,
+    )?
+    .lazy()
+    .collect()
+    .ctx("studentRegistration")?;
+
+    // studentAssessment
+    progress(Table::StudentAssessment.file_stem(), 0);
+    let (file, blocks, frame) = read_whole(dir, Table::StudentAssessment)?;
+    let assessment_info = assessments.clone().lazy().select([
+        col("id_assessment"),
+        col("code_module"),
+        col("code_presentation"),
+        col("assessment_type"),
+        col("due_day"),
+        col("weight"),
+        lit(true).alias("__assessment"),
+    ]);
+    let joined = frame.lazy().join(
+        assessment_info,
+        [col("id_assessment")],
+        [col("id_assessment")],
+        JoinArgs::new(JoinType::Left),
+    );
+    let joined = with_registration(with_course(joined, &courses), &registrations);
+    let mut rules = type_rules(Table::StudentAssessment);
+    rules.push(rule_with(
+        col("__assessment").is_null(),
+        vec![
+            lit("id_assessment "),
+            text(col("id_assessment")),
+            lit(" is not in assessments"),
+        ],
+    ));
+    rules.push(registered_rule());
+    rules.push(window_rule("date_submitted", window));
+    rules.push(outside(
+        "is_banked",
+        col("is_banked"),
+        lit(0),
+        lit(1),
+        "the flags",
+    ));
+    rules.push(outside(
+        "score",
+        col("score").cast(DataType::Float64),
+        lit(0.0),
+        lit(100.0),
+        "the scores",
+    ));
+    let submissions = check(
+        Table::StudentAssessment,
+        &file,
+        &blocks,
+        joined,
+        rules,
+        &["id_assessment", "id_student"],
+        q,
+        &mut counts,
+    )?;
+    let submissions = submissions
+        .lazy()
+        .select([
+            col("id_assessment"),
+            col("id_student"),
+            col("date_submitted"),
+            col("is_banked"),
+            col("score"),
+            col("code_module"),
+            col("code_presentation"),
+            col("assessment_type"),
+            col("due_day"),
+            col("weight"),
+        ])
+        .collect()
+        .ctx("studentAssessment")?;
+    drop(blocks);
+
+    // studentVle, block by block, reduced to daily activity.
+    let daily_activity = load_clicks(
+        dir,
+        window,
+        q,
+        &mut counts,
+        &courses,
+        &vle,
+        &registrations,
+        progress,
+    )?;
+
+    Ok(LoadedExport {
+        courses,
+        assessments,
+        vle,
+        students,
+        registrations,
+        submissions,
+        daily_activity,
+        counts,
+    })
+}
+
+/// The activity family of each VLE row, from its `activity_type`.
+fn family_expr() -> Expr {
+    let mut expr = lit(ActivityFamily::Other.as_str());
+    for family in ActivityFamily::ALL.into_iter().rev() {
+        let types: Vec<&str> = KNOWN_TYPES
+            .iter()
+            .copied()
+            .filter(|t| ActivityFamily::of(t) == family)
+            .collect();
+        if types.is_empty() {
+            continue;
+        }
+        let list = Series::new("types".into(), types.as_slice());
+        expr = when(col("activity_type").is_in(lit(list).implode(false), false))
+            .then(lit(family.as_str()))
+            .otherwise(expr);
+    }
+    expr
+}
+
+/// Activity types whose family the domain knows (every OULAD type); others are "other".
+const KNOWN_TYPES: &[&str] = &[
+    "homepage",
+    "oucontent",
+    "resource",
+    "page",
+    "subpage",
+    "url",
+    "folder",
+    "dualpane",
+    "htmlactivity",
+    "sharedsubpage",
+    "dataplus",
+    "glossary",
+    "forumng",
+    "ouwiki",
+    "oucollaborate",
+    "ouelluminate",
+    "quiz",
+    "externalquiz",
+    "questionnaire",
+    "repeatactivity",
+];
+
+/// Column name of the clicks of one activity family in the daily activity table.
+pub fn family_column(family: ActivityFamily) -> String {
+    format!("clicks_{family}")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load_clicks(
+    dir: &Path,
+    window: DateWindow,
+    q: &mut Quarantine,
+    counts: &mut Vec<TableCount>,
+    courses: &DataFrame,
+    vle: &DataFrame,
+    registrations: &DataFrame,
+    progress: &mut dyn FnMut(&str, u64),
+) -> Result<DataFrame, IngestError> {
+    let path = locate(dir, Table::StudentVle)?;
+    let file = file_name(&path);
+    let mut reader = TableReader::open(&path, Table::StudentVle)?;
+    let sites = vle.clone().lazy().select([
+        col("id_site"),
+        col("code_module").alias("__site_module"),
+        col("code_presentation").alias("__site_presentation"),
+        col("family").alias("__family"),
+    ]);
+    let mut rules = type_rules(Table::StudentVle);
+    rules.push(course_rule());
+    rules.push(rule_with(
+        col("__family").is_null(),
+        vec![lit("id_site "), text(col("id_site")), lit(" is not in vle")],
+    ));
+    rules.push(rule_with(
+        col("__site_module")
+            .neq(col("code_module"))
+            .or(col("__site_presentation").neq(col("code_presentation"))),
+        vec![
+            lit("id_site "),
+            text(col("id_site")),
+            lit(" belongs to "),
+            col("__site_module"),
+            lit("-"),
+            col("__site_presentation"),
+        ],
+    ));
+    rules.push(registered_rule());
+    rules.push(window_rule("date", window));
+    rules.push(outside(
+        "sum_click",
+        col("sum_click"),
+        lit(0),
+        lit(1_000_000),
+        "the click counts",
+    ));
+    let reason = reason_of(rules);
+
+    let mut count = TableCount {
+        table: Table::StudentVle,
+        file: file.clone(),
+        read: 0,
+        accepted: 0,
+        quarantined: 0,
+    };
+    let day_keys = [
+        col("code_module"),
+        col("code_presentation"),
+        col("id_student"),
+        col("date"),
+    ];
+    let mut sums = vec![col("sum_click").sum().alias("clicks")];
+    for family in ActivityFamily::ALL {
+        sums.push(
+            col("sum_click")
+                .filter(col("__family").eq(lit(family.as_str())))
+                .sum()
+                .alias(family_column(family)),
+        );
+    }
+    let mut daily: Vec<LazyFrame> = Vec::new();
+    while let Some(block) = reader.next_block()? {
+        let joined = with_registration(
+            with_course(block.frame.clone().lazy(), courses),
+            registrations,
+        )
+        .join(
+            sites.clone(),
+            [col("id_site")],
+            [col("id_site")],
+            JoinArgs::new(JoinType::Left),
+        );
+        let checked = joined
+            .with_column(reason.clone())
+            .collect()
+            .ctx(format!("validating {file}"))?;
+        let (good, bad) = split(checked)?;
+        count.read += (good.height() + bad.height()) as u64;
+        count.accepted += good.height() as u64;
+        count.quarantined += bad.height() as u64;
+        q.add(&file, &bad, std::slice::from_ref(&block))?;
+        progress(Table::StudentVle.file_stem(), count.read);
+        let day = good
+            .lazy()
+            .group_by(day_keys.clone())
+            .agg(sums.clone())
+            .collect()
+            .ctx("daily activity")?;
+        daily.push(day.lazy());
+    }
+    counts.push(count);
+    let mut merged_sums = vec![col("clicks").sum()];
+    merged_sums.extend(
+        ActivityFamily::ALL
+            .iter()
+            .map(|f| col(family_column(*f)).sum()),
+    );
+    if daily.is_empty() {
+        return DataFrame::empty_with_schema(&Schema::from_iter([
+            Field::new("code_module".into(), DataType::String),
+            Field::new("code_presentation".into(), DataType::String),
+            Field::new("id_student".into(), DataType::Int64),
+            Field::new("date".into(), DataType::Int64),
+        ]))
+        .lazy()
+        .with_columns(
+            std::iter::once(lit(0i64).alias("clicks"))
+                .chain(
+                    ActivityFamily::ALL
+                        .iter()
+                        .map(|f| lit(0i64).alias(family_column(*f))),
+                )
+                .collect::<Vec<_>>(),
+        )
+        .collect()
+        .ctx("empty daily activity");
+    }
+    // A day can straddle two blocks: merge.
+    concat(daily, UnionArgs::default())
+        .ctx("merging blocks")?
+        .group_by(day_keys)
+        .agg(merged_sums)
+        .collect()
+        .ctx("merging daily activity")
+}

@@ -198,7 +198,7 @@ const STUDENT_ASSESSMENT: &[Column] = &[
         false,
         "1 if carried over from an earlier presentation",
     ),
-    col("score", Integer, true, "score 0-100; empty if not marked"),
+    col("score", Decimal, true, "score 0-100; empty if not marked"),
 ];
 const STUDENT_VLE: &[Column] = &[
     MODULE,

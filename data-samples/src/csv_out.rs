@@ -10,7 +10,7 @@ use flate2::write::GzEncoder;
 
 enum Sink {
     Plain(BufWriter<File>),
-    Gzip(GzEncoder<BufWriter<File>>),
+    Gzip(Box<GzEncoder<BufWriter<File>>>),
 }
 
 /// One table being written to `<final path>.partial`; renamed into place by [`CsvOut::finish`].
@@ -37,7 +37,7 @@ impl CsvOut {
         let partial = PathBuf::from(partial);
         let file = BufWriter::with_capacity(1 << 20, File::create(&partial)?);
         let sink = if gzip {
-            Sink::Gzip(GzEncoder::new(file, Compression::fast()))
+            Sink::Gzip(Box::new(GzEncoder::new(file, Compression::fast())))
         } else {
             Sink::Plain(file)
         };

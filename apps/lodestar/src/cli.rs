@@ -60,6 +60,32 @@ pub(crate) enum Command {
     Generate(GenerateArgs),
     /// Validate an LMS export and build the weekly feature snapshot (Parquet + manifest).
     Ingest(IngestArgs),
+    /// Benchmarks that print figures: `lodestar bench ingest`.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Ingest + features on an export (generated at the given size unless --export is given):
+    /// prints rows/s, wall time per step and peak memory.
+    Ingest(BenchIngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchIngestArgs {
+    /// Benchmark this export instead of generating one.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["students", "presentations", "seed"])]
+    pub(crate) export: Option<PathBuf>,
+    /// Students of the generated export (30,500 give about OULAD's 10.66 M click rows).
+    #[arg(long, default_value_t = 30_500)]
+    pub(crate) students: u64,
+    /// Presentations of the generated export (OULAD has 22).
+    #[arg(long, default_value_t = 22)]
+    pub(crate) presentations: u32,
+    /// Seed of the generated export.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! The `lodestar` binary: parses the command line and configuration, then runs one subcommand.
 
+mod bench;
 mod cli;
 mod config;
 mod generate;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
             Command::Config(args) => config.print(args.json),
             Command::Generate(args) => generate::run(&config, args),
             Command::Ingest(args) => ingest::run(&config, args),
+            Command::Bench(cli::BenchCommand::Ingest(args)) => bench::run_ingest(&config, args),
         }
     });
     match result {

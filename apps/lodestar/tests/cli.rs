@@ -185,3 +185,63 @@ fn generate_writes_an_export_and_reports_what_it_wrote() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--students"));
 }
+
+#[test]
+fn ingest_builds_a_snapshot_from_a_generated_export_and_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = lodestar(
+        d,
+        &[
+            "generate",
+            "--students",
+            "60",
+            "--presentations",
+            "2",
+            "--out",
+            "export",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = lodestar(d, &["ingest", "--export", "export", "--json"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for t in manifest["tables"].as_array().unwrap() {
+        let (read, accepted, quarantined) = (
+            t["read"].as_u64(),
+            t["accepted"].as_u64(),
+            t["quarantined"].as_u64(),
+        );
+        assert_eq!(read, Some(accepted.unwrap() + quarantined.unwrap()), "{t}");
+    }
+    assert_eq!(manifest["student_presentations"], 60);
+    let id = manifest["snapshot_id"].as_str().unwrap();
+    let snapshot = d.join("lodestar-data/snapshots").join(id);
+    assert!(
+        snapshot.join("features.parquet").is_file() && snapshot.join("quarantine.csv").is_file()
+    );
+
+    let out = lodestar(d, &["ingest", "--export", "export"], &[]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && summary.contains("reusing snapshot") && summary.contains(id),
+        "{summary}"
+    );
+
+    let out = lodestar(d, &["ingest", "--export", "nowhere"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nowhere") && err.contains("courses"),
+        "{err}"
+    );
+}

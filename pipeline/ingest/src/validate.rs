@@ -207,7 +207,7 @@ pub(crate) fn duplicates(
             when(col(LINE).neq(first.clone()))
                 .then(concat_str(
                     [
-                        lit(format!("duplicate of line ")),
+                        lit("duplicate of line "),
                         first.cast(DataType::String),
                         lit(format!(" (same {})", keys.join(", "))),
                     ],

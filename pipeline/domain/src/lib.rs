@@ -8,12 +8,14 @@
 //! - [`risk`]: risk tiers and their thresholds.
 
 pub mod activity;
+pub mod evaluation;
 pub mod features;
 pub mod ids;
 pub mod risk;
 pub mod tables;
 
 pub use activity::ActivityFamily;
+pub use evaluation::{EvaluationReport, GateDecision, GateMetric, PromotionGate};
 pub use features::{AsOfWeek, FeatureGroup, FeatureKind, FeatureSchema, FeatureSpec, LabelRule};
 pub use ids::{AssessmentId, ModuleCode, PresentationCode, PresentationId, SiteId, StudentId};
 pub use risk::{RiskTier, TierThresholds};

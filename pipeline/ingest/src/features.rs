@@ -23,12 +23,19 @@ pub const RESULT_COLUMN: &str = "final_result";
 /// The label: 1 when the final result counts as at risk under the label rule.
 pub const LABEL_COLUMN: &str = "label_at_risk";
 
-fn student() -> [Expr; 3] {
-    [
-        col("code_module"),
-        col("code_presentation"),
-        col("id_student"),
-    ]
+/// Integer key of a student in a presentation (joins and windows on several keys are slow).
+fn student() -> [Expr; 1] {
+    [col("__sk")]
+}
+
+fn student_key() -> Expr {
+    (col("id_student") * lit(4096i64) + col("presentation_index").cast(DataType::Int64))
+        .alias("__sk")
+}
+
+/// `key` and a week packed into one integer (weeks -1..=254).
+fn with_week(key: Expr, week: Expr) -> Expr {
+    key * lit(256i64) + week + lit(1i64)
 }
 
 fn per_student(e: Expr) -> Result<Expr, IngestError> {
@@ -60,13 +67,7 @@ fn ordinal(column: &str, values: &[&str]) -> Expr {
 
 /// Builds the feature table from validated tables.
 pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFrame, IngestError> {
-    let group = student();
-    let keys_week = [
-        col("code_module"),
-        col("code_presentation"),
-        col("id_student"),
-        col("week"),
-    ];
+    let keys_week = [col("__skw")];
 
     // Weekly activity.
     let mut sums = vec![
@@ -87,12 +88,14 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         .clone()
         .lazy()
         .with_column(week_of(col("date")).alias("week"))
+        .with_column(with_week(student_key(), col("week")).alias("__skw"))
         .group_by(keys_week.clone())
         .agg(sums);
 
     // Submissions as weekly events: counted as submitted-and-due from the later of the two weeks.
     let subs = export.submissions.clone().lazy().with_columns([
         week_of(col("date_submitted")).alias("__sw"),
+        student_key(),
         week_of(col("due_day")).alias("__dw"),
     ]);
     let subs = subs.with_column(
@@ -103,12 +106,7 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
     );
     let on_due = subs
         .clone()
-        .group_by([
-            col("code_module"),
-            col("code_presentation"),
-            col("id_student"),
-            col("__ew").alias("week"),
-        ])
+        .group_by([with_week(col("__sk"), col("__ew")).alias("__skw")])
         .agg([
             len().cast(DataType::Int64).alias("submitted_n"),
             when(col("assessment_type").neq(lit("Exam")))
@@ -118,12 +116,7 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
                 .alias("wnum"),
         ]);
     let on_submit = subs
-        .group_by([
-            col("code_module"),
-            col("code_presentation"),
-            col("id_student"),
-            col("__sw").alias("week"),
-        ])
+        .group_by([with_week(col("__sk"), col("__sw")).alias("__skw")])
         .agg([
             col("date_submitted")
                 .gt(col("due_day"))
@@ -146,7 +139,9 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         .clone()
         .lazy()
         .with_column(week_of(col("due_day")).alias("week"))
-        .group_by([col("code_module"), col("code_presentation"), col("week")])
+        .group_by([
+            with_week(col("presentation_index").cast(DataType::Int64), col("week")).alias("__pw"),
+        ])
         .agg([
             len().cast(DataType::Int64).alias("due_n"),
             when(col("assessment_type").neq(lit("Exam")))
@@ -172,23 +167,32 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         .clone()
         .lazy()
         .join(
-            export.courses.clone().lazy(),
-            [col("code_module"), col("code_presentation")],
-            [col("code_module"), col("code_presentation")],
+            export
+                .courses
+                .clone()
+                .lazy()
+                .select([col("presentation_index"), col("module_presentation_length")]),
+            [col("presentation_index")],
+            [col("presentation_index")],
             JoinArgs::new(JoinType::Inner),
         )
         .join(
             export.students.clone().lazy(),
-            group.clone(),
-            group.clone(),
+            KEY_COLUMNS.map(col),
+            KEY_COLUMNS.map(col),
             JoinArgs::new(JoinType::Inner),
         )
+        .with_column(student_key())
         .cross_join(weeks.lazy(), None)
         .filter(
             col("week").lt_eq((col("module_presentation_length") - lit(1i64)).floor_div(lit(7i64))),
         );
 
-    let week_keys = [col("code_module"), col("code_presentation"), col("week")];
+    let grid = grid.with_columns([
+        with_week(col("__sk"), col("week")).alias("__skw"),
+        with_week(col("presentation_index").cast(DataType::Int64), col("week")).alias("__pw"),
+    ]);
+    let week_keys = [col("__pw")];
     let mut frame = grid
         .join(
             weekly,
@@ -232,10 +236,9 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
             .iter()
             .map(|f| col(family_column(*f)).fill_null(lit(0i64))),
     );
-    frame = frame.with_columns(zero_fill).sort(
-        ["code_module", "code_presentation", "id_student", "week"],
-        SortMultipleOptions::default(),
-    );
+    frame = frame
+        .with_columns(zero_fill)
+        .sort(["__skw"], SortMultipleOptions::default());
 
     // Cumulative state per student.
     let cutoff = lit(7i64) * col("week") + lit(6i64);
@@ -295,7 +298,7 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         .then(col("__recent"))
         .otherwise(lit(NULL).cast(DataType::Float64))
         .median()
-        .over([col("code_module"), col("code_presentation"), col("week")])
+        .over([col("__pw")])
         .ctx("cohort median")?;
     let at_risk: Vec<&str> = label.at_risk.iter().map(|r| r.as_str()).collect();
     let at_risk = Series::new("at_risk".into(), at_risk.as_slice());

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{IngestError, PolarsContext};
 use crate::read::{Block, LINE, TableReader, locate};
 use crate::validate::{
-    DateWindow, REASON, Rule, canonical_columns, duplicates, final_results, imd_spellings, one_of,
-    outside, reason_of, rule_with, split, text, type_rules,
+    DateWindow, REASON, Rule, any_bad, canonical_columns, duplicates, final_results, imd_spellings,
+    one_of, outside, reason_of, rule_with, split_by_rules, text, type_rules,
 };
 
 /// Rows read, accepted and quarantined for one table: `read = accepted + quarantined`.
@@ -35,7 +35,8 @@ pub struct TableCount {
 
 /// The validated canonical tables of one export.
 pub struct LoadedExport {
-    /// `courses`.
+    /// `courses`, with `presentation_index` (its row number), which the other frames carry as an
+    /// integer key for their presentation.
     pub courses: DataFrame,
     /// `assessments`, with `due_day` (the exam's empty date filled with the presentation's length).
     pub assessments: DataFrame,
@@ -47,7 +48,8 @@ pub struct LoadedExport {
     pub registrations: DataFrame,
     /// `studentAssessment`, with the assessment's presentation, type, due day and weight.
     pub submissions: DataFrame,
-    /// Clicks per student and day: `clicks` and `clicks_<family>` for each activity family.
+    /// Clicks per student and day: `presentation_index`, `id_student`, `date`, `clicks` and
+    /// `clicks_<family>` for each activity family.
     pub daily_activity: DataFrame,
     /// Per-table accounting, in [`Table::ALL`] order.
     pub counts: Vec<TableCount>,
@@ -203,12 +205,8 @@ fn check(
     quarantine: &mut Quarantine,
     counts: &mut Vec<TableCount>,
 ) -> Result<DataFrame, IngestError> {
-    let checked = frame
-        .with_column(reason_of(rules))
-        .collect()
-        .ctx(format!("validating {file}"))?;
-    let read = checked.height() as u64;
-    let (good, mut bad) = split(checked)?;
+    let (good, mut bad) = split_by_rules(frame, &rules)?;
+    let read = (good.height() + bad.height()) as u64;
     let good = if dup_keys.is_empty() {
         good
     } else {
@@ -370,6 +368,7 @@ pub fn load_export(
         col("code_presentation"),
         col("module_presentation_length"),
     ])
+    .with_row_index("presentation_index", None)
     .collect()
     .ctx("courses")?;
 
@@ -553,6 +552,16 @@ pub fn load_export(
         &mut counts,
     )?
     .lazy()
+    .join(
+        courses.clone().lazy().select([
+            col("code_module"),
+            col("code_presentation"),
+            col("presentation_index"),
+        ]),
+        keys(),
+        keys(),
+        JoinArgs::new(JoinType::Inner),
+    )
     .collect()
     .ctx("studentRegistration")?;
 
@@ -566,6 +575,7 @@ pub fn load_export(
         col("assessment_type"),
         col("due_day"),
         col("weight"),
+        col("presentation_index"),
         lit(true).alias("__assessment"),
     ]);
     let joined = frame.lazy().join(
@@ -623,6 +633,7 @@ pub fn load_export(
             col("assessment_type"),
             col("due_day"),
             col("weight"),
+            col("presentation_index"),
         ])
         .collect()
         .ctx("studentAssessment")?;
@@ -696,6 +707,13 @@ const KNOWN_TYPES: &[&str] = &[
     "repeatactivity",
 ];
 
+/// Span of each part of the packed integer keys (presentation index, day + offset).
+const KEY_SPAN: i64 = 4096;
+/// Added to a day to make it non-negative inside a packed key.
+const DAY_OFFSET: i64 = 2048;
+/// Largest student id the packed keys hold.
+pub const MAX_STUDENT_ID: i64 = (1 << 39) - 1;
+
 /// Column name of the clicks of one activity family in the daily activity table.
 pub fn family_column(family: ActivityFamily) -> String {
     format!("clicks_{family}")
@@ -715,19 +733,93 @@ fn load_clicks(
     let path = locate(dir, Table::StudentVle)?;
     let file = file_name(&path);
     let mut reader = TableReader::open(&path, Table::StudentVle)?;
-    let sites = vle.clone().lazy().select([
-        col("id_site"),
-        col("code_module").alias("__site_module"),
-        col("code_presentation").alias("__site_presentation"),
-        col("family").alias("__family"),
-    ]);
-    let mut rules = type_rules(Table::StudentVle);
-    rules.push(course_rule());
-    rules.push(rule_with(
+
+    // The hot path joins on integers only: a click's site gives its presentation (index and
+    // length) and activity family; the row's own module and presentation must equal the site's;
+    // then (student, presentation) is one packed integer looked up among the registrations.
+    let mut family_code = lit(NULL).cast(DataType::Int32);
+    for (i, family) in ActivityFamily::ALL.iter().enumerate().rev() {
+        family_code = when(col("family").eq(lit(family.as_str())))
+            .then(lit(i as i32))
+            .otherwise(family_code);
+    }
+    let sites = vle
+        .clone()
+        .lazy()
+        .join(
+            courses.clone().lazy(),
+            keys(),
+            keys(),
+            JoinArgs::new(JoinType::Inner),
+        )
+        .select([
+            col("id_site"),
+            col("code_module").alias("__site_module"),
+            col("code_presentation").alias("__site_presentation"),
+            col("presentation_index")
+                .cast(DataType::Int64)
+                .alias("__pres"),
+            col("module_presentation_length").alias("__length"),
+            family_code.alias("__family"),
+        ])
+        .collect()
+        .ctx("sites")?;
+    let student_key = |student: Expr, pres: Expr| (student * lit(KEY_SPAN) + pres).alias("__k");
+    let registered = registrations
+        .clone()
+        .lazy()
+        .select([
+            student_key(
+                col("id_student"),
+                col("presentation_index").cast(DataType::Int64),
+            ),
+            lit(true).alias("__registered"),
+        ])
+        .collect()
+        .ctx("registered students")?;
+
+    let same_presentation = col("code_module")
+        .eq(col("__site_module"))
+        .and(col("code_presentation").eq(col("__site_presentation")));
+    let student_range = outside(
+        "id_student",
+        col("id_student"),
+        lit(0i64),
+        lit(MAX_STUDENT_ID),
+        "the supported ids",
+    );
+    let clicks_range = || {
+        outside(
+            "sum_click",
+            col("sum_click"),
+            lit(0),
+            lit(1_000_000),
+            "the click counts",
+        )
+    };
+    // What makes a row bad, cheaply...
+    let mut fast = type_rules(Table::StudentVle);
+    fast.push(rule_with(col("__family").is_null(), vec![]));
+    fast.push(rule_with(same_presentation.not(), vec![]));
+    fast.push(rule_with(col("__registered").is_null(), vec![]));
+    fast.push(outside(
+        "id_student",
+        col("id_student"),
+        lit(0i64),
+        lit(MAX_STUDENT_ID),
+        "",
+    ));
+    fast.push(window_rule("date", window));
+    fast.push(clicks_range());
+    let bad_mask = any_bad(&fast);
+    // ...and why, worked out only for the bad rows.
+    let mut reasons = type_rules(Table::StudentVle);
+    reasons.push(course_rule());
+    reasons.push(rule_with(
         col("__family").is_null(),
         vec![lit("id_site "), text(col("id_site")), lit(" is not in vle")],
     ));
-    rules.push(rule_with(
+    reasons.push(rule_with(
         col("__site_module")
             .neq(col("code_module"))
             .or(col("__site_presentation").neq(col("code_presentation"))),
@@ -740,16 +832,16 @@ fn load_clicks(
             col("__site_presentation"),
         ],
     ));
-    rules.push(registered_rule());
-    rules.push(window_rule("date", window));
-    rules.push(outside(
-        "sum_click",
-        col("sum_click"),
-        lit(0),
-        lit(1_000_000),
-        "the click counts",
-    ));
-    let reason = reason_of(rules);
+    reasons.push(registered_rule());
+    reasons.push(student_range);
+    reasons.push(window_rule("date", window));
+    reasons.push(clicks_range());
+    let reason = reason_of(&reasons);
+    let canonical: Vec<Expr> = Table::StudentVle
+        .header()
+        .map(col)
+        .chain([col(LINE)])
+        .collect();
 
     let mut count = TableCount {
         table: Table::StudentVle,
@@ -758,49 +850,72 @@ fn load_clicks(
         accepted: 0,
         quarantined: 0,
     };
-    let day_keys = [
-        col("code_module"),
-        col("code_presentation"),
-        col("id_student"),
-        col("date"),
-    ];
+    // Student, presentation and day as one integer: cheap to group by.
+    let day_key = ((col("__k") * lit(KEY_SPAN)) + col("date") + lit(DAY_OFFSET)).alias("__kd");
     let mut sums = vec![col("sum_click").sum().alias("clicks")];
-    for family in ActivityFamily::ALL {
+    for (i, family) in ActivityFamily::ALL.iter().enumerate() {
         sums.push(
-            col("sum_click")
-                .filter(col("__family").eq(lit(family.as_str())))
+            when(col("__family").eq(lit(i as i32)))
+                .then(col("sum_click"))
+                .otherwise(lit(0i64))
                 .sum()
-                .alias(family_column(family)),
+                .alias(family_column(*family)),
         );
     }
     let mut daily: Vec<LazyFrame> = Vec::new();
     while let Some(block) = reader.next_block()? {
-        let joined = with_registration(
-            with_course(block.frame.clone().lazy(), courses),
-            registrations,
-        )
-        .join(
-            sites.clone(),
-            [col("id_site")],
-            [col("id_site")],
-            JoinArgs::new(JoinType::Left),
-        );
-        let checked = joined
-            .with_column(reason.clone())
+        let marked = block
+            .frame
+            .clone()
+            .lazy()
+            .join(
+                sites.clone().lazy(),
+                [col("id_site")],
+                [col("id_site")],
+                JoinArgs::new(JoinType::Left),
+            )
+            .with_column(student_key(col("id_student"), col("__pres")))
+            .join(
+                registered.clone().lazy(),
+                [col("__k")],
+                [col("__k")],
+                JoinArgs::new(JoinType::Left),
+            )
+            .with_column(bad_mask.clone().alias("__bad"))
             .collect()
             .ctx(format!("validating {file}"))?;
-        let (good, bad) = split(checked)?;
-        count.read += (good.height() + bad.height()) as u64;
-        count.accepted += good.height() as u64;
-        count.quarantined += bad.height() as u64;
-        q.add(&file, &bad, std::slice::from_ref(&block))?;
-        progress(Table::StudentVle.file_stem(), count.read);
-        let day = good
+        let bad = marked
+            .clone()
             .lazy()
-            .group_by(day_keys.clone())
+            .filter(col("__bad"))
+            .select(canonical.clone());
+        let bad = bad.collect().ctx("selecting quarantined rows")?;
+        let bad_rows = bad.height() as u64;
+        if bad_rows > 0 {
+            let explained = with_registration(with_course(bad.lazy(), courses), registrations)
+                .join(
+                    sites.clone().lazy(),
+                    [col("id_site")],
+                    [col("id_site")],
+                    JoinArgs::new(JoinType::Left),
+                )
+                .select([col(LINE), reason.clone()])
+                .collect()
+                .ctx("explaining quarantined rows")?;
+            q.add(&file, &explained, std::slice::from_ref(&block))?;
+        }
+        let day = marked
+            .lazy()
+            .filter(col("__bad").not())
+            .group_by([day_key.clone()])
             .agg(sums.clone())
             .collect()
             .ctx("daily activity")?;
+        let rows = block.frame.height() as u64;
+        count.read += rows;
+        count.quarantined += bad_rows;
+        count.accepted += rows - bad_rows;
+        progress(Table::StudentVle.file_stem(), count.read);
         daily.push(day.lazy());
     }
     counts.push(count);
@@ -810,31 +925,36 @@ fn load_clicks(
             .iter()
             .map(|f| col(family_column(*f)).sum()),
     );
-    if daily.is_empty() {
-        return DataFrame::empty_with_schema(&Schema::from_iter([
-            Field::new("code_module".into(), DataType::String),
-            Field::new("code_presentation".into(), DataType::String),
-            Field::new("id_student".into(), DataType::Int64),
-            Field::new("date".into(), DataType::Int64),
-        ]))
-        .lazy()
-        .with_columns(
-            std::iter::once(lit(0i64).alias("clicks"))
-                .chain(
-                    ActivityFamily::ALL
-                        .iter()
-                        .map(|f| lit(0i64).alias(family_column(*f))),
-                )
-                .collect::<Vec<_>>(),
-        )
-        .collect()
-        .ctx("empty daily activity");
-    }
-    // A day can straddle two blocks: merge.
-    concat(daily, UnionArgs::default())
-        .ctx("merging blocks")?
-        .group_by(day_keys)
-        .agg(merged_sums)
+    let merged = if daily.is_empty() {
+        let mut empty = vec![
+            Field::new("__kd".into(), DataType::Int64),
+            Field::new("clicks".into(), DataType::Int64),
+        ];
+        empty.extend(
+            ActivityFamily::ALL
+                .iter()
+                .map(|f| Field::new(family_column(*f).into(), DataType::Int64)),
+        );
+        DataFrame::empty_with_schema(&Schema::from_iter(empty)).lazy()
+    } else {
+        // A day can straddle two blocks: merge.
+        concat(daily, UnionArgs::default())
+            .ctx("merging blocks")?
+            .group_by([col("__kd")])
+            .agg(merged_sums)
+    };
+    let key = col("__kd").floor_div(lit(KEY_SPAN));
+    let mut columns = vec![
+        (key.clone() % lit(KEY_SPAN))
+            .cast(IDX_DTYPE)
+            .alias("presentation_index"),
+        key.floor_div(lit(KEY_SPAN)).alias("id_student"),
+        ((col("__kd") % lit(KEY_SPAN)) - lit(DAY_OFFSET)).alias("date"),
+        col("clicks"),
+    ];
+    columns.extend(ActivityFamily::ALL.iter().map(|f| col(family_column(*f))));
+    merged
+        .select(columns)
         .collect()
         .ctx("merging daily activity")
 }

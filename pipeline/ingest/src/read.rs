@@ -17,7 +17,7 @@ use crate::error::IngestError;
 pub const LINE: &str = "__line";
 
 /// Bytes per block handed to the CSV parser.
-const BLOCK: usize = 32 << 20;
+const BLOCK: usize = 64 << 20;
 
 /// Finds the file of `table` in `dir`: `stem.csv` or `stem.csv.gz`, exactly one of them.
 pub fn locate(dir: &Path, table: Table) -> Result<PathBuf, IngestError> {
@@ -98,6 +98,7 @@ pub struct TableReader {
     next_line: u64,
     carry: Vec<u8>,
     done: bool,
+    block_size: usize,
 }
 
 fn split_header(line: &str) -> Vec<String> {
@@ -111,6 +112,15 @@ fn split_header(line: &str) -> Vec<String> {
 impl TableReader {
     /// Opens `file` as `table`, reads and checks its header.
     pub fn open(file: &Path, table: Table) -> Result<Self, IngestError> {
+        Self::open_with_block_size(file, table, BLOCK)
+    }
+
+    /// As [`TableReader::open`], reading about `block_size` bytes per block.
+    pub fn open_with_block_size(
+        file: &Path,
+        table: Table,
+        block_size: usize,
+    ) -> Result<Self, IngestError> {
         let read_err = |line: u64| {
             let file = file.to_owned();
             move |source| IngestError::Read { file, line, source }
@@ -130,6 +140,7 @@ impl TableReader {
             next_line: 1,
             carry: Vec::new(),
             done: false,
+            block_size: block_size.max(1),
         };
         // Read until the first line end to get the header.
         let mut buf = [0u8; 8192];
@@ -197,7 +208,7 @@ impl TableReader {
         }
         let mut bytes = std::mem::take(&mut self.carry);
         let mut filled = bytes.len();
-        bytes.resize(BLOCK.max(filled + (1 << 20)), 0);
+        bytes.resize(filled + self.block_size, 0);
         let mut eof = false;
         while filled < bytes.len() {
             match self.source.read(&mut bytes[filled..]) {
@@ -221,7 +232,7 @@ impl TableReader {
             self.done = true;
         } else {
             // Keep the partial last line for the next block.
-            let cut = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let cut = memchr::memrchr(b'\n', &bytes).map_or(0, |i| i + 1);
             self.carry = bytes.split_off(cut);
         }
         // Drop trailing empty lines at the end of the file; they are not rows.
@@ -237,8 +248,10 @@ impl TableReader {
         }
         self.check_utf8(&bytes)?;
         let first_line = self.next_line;
-        let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-        self.next_line += if eof { lines } else { lines - 1 };
+        let breaks = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+        // A block ends with a line break except at the end of the file.
+        let lines = breaks + u64::from(bytes.last() != Some(&b'\n'));
+        self.next_line += lines;
         let frame = self.parse(&bytes, first_line, first_line + lines - 1)?;
         Ok(Some(Block {
             frame,
@@ -287,7 +300,7 @@ impl TableReader {
             .with_has_header(false)
             .with_schema(Some(self.schema.clone()))
             .with_ignore_errors(true)
-            .with_rechunk(true)
+            .with_rechunk(false)
             .with_row_index(Some(RowIndex {
                 name: LINE.into(),
                 offset: first_line as IdxSize,
@@ -310,5 +323,66 @@ impl TableReader {
             });
         }
         Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_keep_line_numbers_across_block_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("studentVle.csv");
+        let mut text = String::from(
+            "\"code_module\",\"code_presentation\",\"id_student\",\"id_site\",\"date\",\"sum_click\"\r\n",
+        );
+        for i in 0..1000 {
+            text.push_str(&format!(
+                "\"AAA\",\"2013J\",\"{i}\",\"1\",\"{}\",\"1\"\r\n",
+                i % 50
+            ));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let mut reader = TableReader::open_with_block_size(&path, Table::StudentVle, 1000).unwrap();
+        let mut expected_line = 2u64;
+        let mut blocks = 0;
+        while let Some(block) = reader.next_block().unwrap() {
+            blocks += 1;
+            assert_eq!(block.first_line, expected_line);
+            let lines: Vec<u64> = block
+                .frame
+                .column(LINE)
+                .unwrap()
+                .u32()
+                .unwrap()
+                .into_no_null_iter()
+                .map(u64::from)
+                .collect();
+            let students: Vec<i64> = block
+                .frame
+                .column("id_student")
+                .unwrap()
+                .i64()
+                .unwrap()
+                .into_no_null_iter()
+                .collect();
+            for (line, student) in lines.iter().zip(&students) {
+                assert_eq!(*line, expected_line);
+                assert_eq!(*student as u64, line - 2, "row on line {line}");
+                expected_line += 1;
+            }
+            let raw = block.raw_lines(&[lines[0]]);
+            assert_eq!(
+                raw[0],
+                format!(
+                    "\"AAA\",\"2013J\",\"{}\",\"1\",\"{}\",\"1\"",
+                    students[0],
+                    students[0] % 50
+                )
+            );
+        }
+        assert_eq!(expected_line, 1002);
+        assert!(blocks > 20, "only {blocks} blocks");
     }
 }

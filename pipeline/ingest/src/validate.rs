@@ -63,14 +63,49 @@ fn null_text() -> Expr {
 }
 
 /// The reason column: the first failing rule's reason, or null.
-pub(crate) fn reason_of(rules: Vec<Rule>) -> Expr {
+pub(crate) fn reason_of(rules: &[Rule]) -> Expr {
     let mut expr = null_text();
-    for r in rules.into_iter().rev() {
-        expr = when(r.bad.fill_null(lit(false)))
-            .then(r.reason)
+    for r in rules.iter().rev() {
+        expr = when(r.bad.clone().fill_null(lit(false)))
+            .then(r.reason.clone())
             .otherwise(expr);
     }
     expr.alias(REASON)
+}
+
+/// True where any rule fails. Cheap: no reason text is built.
+pub(crate) fn any_bad(rules: &[Rule]) -> Expr {
+    rules
+        .iter()
+        .map(|r| r.bad.clone().fill_null(lit(false)))
+        .reduce(|a, b| a.or(b))
+        .unwrap_or(lit(false))
+}
+
+/// Splits `frame` into good rows and bad ones (`__line`, `__reason`), building reason text only
+/// for the bad rows.
+pub(crate) fn split_by_rules(
+    frame: LazyFrame,
+    rules: &[Rule],
+) -> Result<(DataFrame, DataFrame), IngestError> {
+    let marked = frame
+        .with_column(any_bad(rules).alias("__bad"))
+        .collect()
+        .ctx("validating")?;
+    let good = marked
+        .clone()
+        .lazy()
+        .filter(col("__bad").not())
+        .drop(cols(["__bad"]))
+        .collect()
+        .ctx("selecting accepted rows")?;
+    let bad = marked
+        .lazy()
+        .filter(col("__bad"))
+        .select([col(LINE), reason_of(rules)])
+        .collect()
+        .ctx("selecting quarantined rows")?;
+    Ok((good, bad))
 }
 
 fn type_word(ty: ColumnType) -> &'static str {

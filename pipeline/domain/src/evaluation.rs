@@ -149,15 +149,20 @@ impl PromotionGate {
                 reasons.push(format!("the candidate has no evaluation at week {week}"));
                 continue;
             };
-            if !(c.ece <= self.max_ece) {
+            if c.ece.is_nan() || c.ece > self.max_ece {
                 reasons.push(format!(
                     "week {week}: calibration error {:.3} exceeds {:.3}",
                     c.ece, self.max_ece
                 ));
             }
             for g in candidate.fairness.iter().filter(|g| g.week == week) {
-                let worst = g.tpr_gap.max(g.fpr_gap).max(g.calibration_gap);
-                if !(worst <= self.max_fairness_gap) {
+                let gaps = [g.tpr_gap, g.fpr_gap, g.calibration_gap];
+                let worst = if gaps.iter().any(|g| g.is_nan()) {
+                    f64::NAN
+                } else {
+                    gaps.iter().copied().fold(0.0_f64, f64::max)
+                };
+                if worst.is_nan() || worst > self.max_fairness_gap {
                     reasons.push(format!(
                         "week {week}: {:?} subgroup gap {worst:.3} exceeds {:.3}",
                         g.attribute, self.max_fairness_gap

@@ -88,7 +88,7 @@ def main():
           .join(on_due, on=keys + ["week"], how="left")
           .join(on_submit, on=keys + ["week"], how="left")
           .join(due, on=["code_module", "code_presentation", "week"], how="left")
-          .with_columns(pl.col("last_day").fill_null(-10**6))
+          .with_columns(pl.col("last_day").fill_null(-10**6), pl.col("date_unregistration").fill_null(10**9))
           .fill_null(0)
           .sort(keys + ["week"]))
     cutoff = pl.col("week") * 7 + 6
@@ -104,7 +104,7 @@ def main():
         pl.col("banked_n").cum_sum().over(keys).alias("assessments_banked"),
         (pl.col("score_sum").cum_sum().over(keys) / pl.col("score_n").cum_sum().over(keys)).alias("score_mean"),
         (pl.col("wnum").cum_sum().over(keys) / pl.col("wden").cum_sum().over(keys)).alias("score_weighted"),
-        (pl.col("date_unregistration").is_null() | (pl.col("date_unregistration") > cutoff)).alias("is_active"),
+        (pl.col("date_unregistration") > cutoff).alias("is_active"),
     ).with_columns(
         pl.when(pl.col("last_active") > -10**6).then(cutoff - pl.col("last_active"))
         .otherwise(cutoff - pl.col("date_registration")).alias("days_since_last_activity"),

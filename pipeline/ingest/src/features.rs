@@ -23,11 +23,16 @@ pub const RESULT_COLUMN: &str = "final_result";
 /// The label: 1 when the final result counts as at risk under the label rule.
 pub const LABEL_COLUMN: &str = "label_at_risk";
 
-/// Integer key of a student in a presentation (joins and windows on several keys are slow).
-fn student() -> [Expr; 1] {
-    [col("__sk")]
+/// A left join that keeps the left frame's row order: the grid is built student by student, week
+/// by week, which the per-student running sums rely on.
+fn keep_left_order() -> JoinArgs {
+    JoinArgs {
+        maintain_order: MaintainOrderJoin::Left,
+        ..JoinArgs::new(JoinType::Left)
+    }
 }
 
+/// Integer key of a student in a presentation (joins and windows on several keys are slow).
 fn student_key() -> Expr {
     (col("id_student") * lit(4096i64) + col("presentation_index").cast(DataType::Int64))
         .alias("__sk")
@@ -38,8 +43,30 @@ fn with_week(key: Expr, week: Expr) -> Expr {
     key * lit(256i64) + week + lit(1i64)
 }
 
-fn per_student(e: Expr) -> Result<Expr, IngestError> {
-    e.over(student()).ctx("per-student window")
+/// Cumulative sum of `e` within each student's rows. Each student's rows are contiguous in week
+/// order (checked in [`build_features`]) and start at week -1, so a global running sum minus its value just before
+/// the student's first row gives the per-student sum without hashing any keys.
+fn per_student_sum(e: Expr) -> Expr {
+    let running = e.clone().cum_sum(false);
+    let before_first = when(col("week").eq(lit(-1i64)))
+        .then(running.clone() - e)
+        .otherwise(lit(NULL))
+        .fill_null_with_strategy(FillNullStrategy::Forward(None));
+    running - before_first
+}
+
+/// Running maximum of `e` (values above -10^7) within each student's rows: every student's
+/// values are lifted by a multiple of 10^8 larger than any earlier student's.
+fn per_student_max(e: Expr) -> Expr {
+    let lift = col("__student_no") * lit(100_000_000i64);
+    (e + lift.clone()).cum_max(false) - lift
+}
+
+/// The value `n` weeks earlier for the same student (null before the student's week -1).
+fn weeks_earlier(e: Expr, n: i64) -> Expr {
+    when(col("week").gt_eq(lit(n - 1)))
+        .then(e.shift(lit(n)))
+        .otherwise(lit(NULL))
 }
 
 /// Week of a day, with every day before the start in week -1.
@@ -198,26 +225,21 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
             weekly,
             keys_week.clone(),
             keys_week.clone(),
-            JoinArgs::new(JoinType::Left),
+            keep_left_order(),
         )
         .join(
             on_due,
             keys_week.clone(),
             keys_week.clone(),
-            JoinArgs::new(JoinType::Left),
+            keep_left_order(),
         )
         .join(
             on_submit,
             keys_week.clone(),
             keys_week.clone(),
-            JoinArgs::new(JoinType::Left),
+            keep_left_order(),
         )
-        .join(
-            due,
-            week_keys.clone(),
-            week_keys,
-            JoinArgs::new(JoinType::Left),
-        );
+        .join(due, week_keys.clone(), week_keys, keep_left_order());
     let mut zero_fill = vec![
         "clicks",
         "active_days",
@@ -236,35 +258,65 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
             .iter()
             .map(|f| col(family_column(*f)).fill_null(lit(0i64))),
     );
-    frame = frame
+    // The running sums below need each student's rows together in week order. The grid is built
+    // that way and the joins keep the left order; check it (cheap) and sort if it ever is not.
+    let joined = frame
         .with_columns(zero_fill)
-        .sort(["__skw"], SortMultipleOptions::default());
+        .collect()
+        .ctx("joining weekly tables")?;
+    let follows = col("week").eq(lit(-1i64)).or(col("week")
+        .eq(col("week").shift(lit(1)) + lit(1i64))
+        .and(col("__sk").eq(col("__sk").shift(lit(1)))));
+    let in_order = joined
+        .clone()
+        .lazy()
+        .select([follows.fill_null(lit(false)).all(true).alias("ok")])
+        .collect()
+        .ctx("checking row order")?
+        .column("ok")
+        .ctx("checking row order")?
+        .bool()
+        .ctx("checking row order")?
+        .get(0)
+        .unwrap_or(false);
+    let joined = if in_order || joined.height() == 0 {
+        joined
+    } else {
+        joined
+            .sort(["__skw"], SortMultipleOptions::default())
+            .ctx("sorting by student and week")?
+    };
+    frame = joined.lazy().with_column(
+        col("week")
+            .eq(lit(-1i64))
+            .cast(DataType::Int64)
+            .cum_sum(false)
+            .alias("__student_no"),
+    );
 
     // Cumulative state per student.
     let cutoff = lit(7i64) * col("week") + lit(6i64);
     let mut cumulative = vec![
-        per_student(col("clicks").cum_sum(false))?.alias("clicks_total"),
-        per_student(col("clicks").shift(lit(1)))?
+        per_student_sum(col("clicks")).alias("clicks_total"),
+        weeks_earlier(col("clicks"), 1)
             .fill_null(lit(0i64))
             .alias("clicks_last_week"),
-        per_student(col("active_days").cum_sum(false))?.alias("active_days_total"),
-        per_student(col("last_day").fill_null(lit(-1_000_000i64)).cum_max(false))?
-            .alias("__last_active"),
-        per_student(
+        per_student_sum(col("active_days")).alias("active_days_total"),
+        per_student_max(col("last_day").fill_null(lit(-1_000_000i64))).alias("__last_active"),
+        per_student_sum(
             when(col("week").gt_eq(lit(0)))
                 .then(col("clicks"))
-                .otherwise(lit(0i64))
-                .cum_sum(false),
-        )?
+                .otherwise(lit(0i64)),
+        )
         .alias("__clicks_since_start"),
-        per_student(col("due_n").cum_sum(false))?.alias("assessments_due"),
-        per_student(col("submitted_n").cum_sum(false))?.alias("assessments_submitted"),
-        per_student(col("late_n").cum_sum(false))?.alias("assessments_late"),
-        per_student(col("banked_n").cum_sum(false))?.alias("assessments_banked"),
-        per_student(col("score_sum").cum_sum(false))?.alias("__score_sum"),
-        per_student(col("score_n").cum_sum(false))?.alias("__score_n"),
-        per_student(col("wnum").cum_sum(false))?.alias("__wnum"),
-        per_student(col("wden").cum_sum(false))?.alias("__wden"),
+        per_student_sum(col("due_n")).alias("assessments_due"),
+        per_student_sum(col("submitted_n")).alias("assessments_submitted"),
+        per_student_sum(col("late_n")).alias("assessments_late"),
+        per_student_sum(col("banked_n")).alias("assessments_banked"),
+        per_student_sum(col("score_sum")).alias("__score_sum"),
+        per_student_sum(col("score_n")).alias("__score_n"),
+        per_student_sum(col("wnum")).alias("__wnum"),
+        per_student_sum(col("wden")).alias("__wden"),
         col("date_unregistration")
             .is_null()
             .or(col("date_unregistration").gt(cutoff.clone()))
@@ -272,16 +324,14 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
             .alias(ACTIVE_COLUMN),
     ];
     for f in ActivityFamily::ALL {
-        cumulative.push(
-            per_student(col(family_column(f)).cum_sum(false))?.alias(format!("clicks_{f}_total")),
-        );
+        cumulative.push(per_student_sum(col(family_column(f))).alias(format!("clicks_{f}_total")));
     }
     frame = frame.with_columns(cumulative);
 
     let recent = (col("clicks") + col("clicks_last_week")).cast(DataType::Float64) / lit(2.0);
     let earlier = when(col("week").gt_eq(lit(2)))
         .then(
-            per_student(col("__clicks_since_start").shift(lit(2)))?.cast(DataType::Float64)
+            weeks_earlier(col("__clicks_since_start"), 2).cast(DataType::Float64)
                 / (col("week") - lit(1)).cast(DataType::Float64),
         )
         .otherwise(lit(NULL).cast(DataType::Float64));

@@ -777,6 +777,12 @@ fn load_clicks(
         ])
         .collect()
         .ctx("registered students")?;
+    let registered_keys = lit(registered
+        .column("__k")
+        .ctx("registered keys")?
+        .as_materialized_series()
+        .clone())
+    .implode(false);
 
     let same_presentation = col("code_module")
         .eq(col("__site_module"))
@@ -852,72 +858,104 @@ fn load_clicks(
     };
     // Student, presentation and day as one integer: cheap to group by.
     let day_key = ((col("__k") * lit(KEY_SPAN)) + col("date") + lit(DAY_OFFSET)).alias("__kd");
-    let mut sums = vec![col("sum_click").sum().alias("clicks")];
-    for (i, family) in ActivityFamily::ALL.iter().enumerate() {
-        sums.push(
+    // Clicks per family as plain columns first, so the group-by only sums columns.
+    let family_clicks: Vec<Expr> = ActivityFamily::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, family)| {
             when(col("__family").eq(lit(i as i32)))
                 .then(col("sum_click"))
                 .otherwise(lit(0i64))
-                .sum()
-                .alias(family_column(*family)),
-        );
-    }
+                .alias(family_column(*family))
+        })
+        .collect();
+    let mut sums = vec![col("sum_click").sum().alias("clicks")];
+    sums.extend(
+        ActivityFamily::ALL
+            .iter()
+            .map(|f| col(family_column(*f)).sum()),
+    );
     let mut daily: Vec<LazyFrame> = Vec::new();
-    while let Some(block) = reader.next_block()? {
-        let marked = block
-            .frame
-            .clone()
-            .lazy()
-            .join(
-                sites.clone().lazy(),
-                [col("id_site")],
-                [col("id_site")],
-                JoinArgs::new(JoinType::Left),
-            )
-            .with_column(student_key(col("id_student"), col("__pres")))
-            .join(
-                registered.clone().lazy(),
-                [col("__k")],
-                [col("__k")],
-                JoinArgs::new(JoinType::Left),
-            )
-            .with_column(bad_mask.clone().alias("__bad"))
-            .collect()
-            .ctx(format!("validating {file}"))?;
-        let bad = marked
-            .clone()
-            .lazy()
-            .filter(col("__bad"))
-            .select(canonical.clone());
-        let bad = bad.collect().ctx("selecting quarantined rows")?;
-        let bad_rows = bad.height() as u64;
-        if bad_rows > 0 {
-            let explained = with_registration(with_course(bad.lazy(), courses), registrations)
+    // Read and parse the next block on another thread while this one is validated.
+    let (blocks, received) = std::sync::mpsc::sync_channel::<Result<Block, IngestError>>(1);
+    std::thread::scope(|scope| -> Result<(), IngestError> {
+        scope.spawn(move || {
+            loop {
+                let next = reader.next_block().transpose();
+                let Some(next) = next else { break };
+                let failed = next.is_err();
+                if blocks.send(next).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        for block in received {
+            let block = block?;
+            let marked = block
+                .frame
+                .clone()
+                .lazy()
                 .join(
                     sites.clone().lazy(),
                     [col("id_site")],
                     [col("id_site")],
                     JoinArgs::new(JoinType::Left),
                 )
-                .select([col(LINE), reason.clone()])
+                .with_column(student_key(col("id_student"), col("__pres")))
+                .with_column(
+                    when(col("__k").is_in(registered_keys.clone(), false))
+                        .then(lit(true))
+                        .otherwise(lit(NULL).cast(DataType::Boolean))
+                        .alias("__registered"),
+                )
+                .with_column(bad_mask.clone().alias("__bad"));
+            // One fused pass: good rows straight into daily totals, with a row count so the bad
+            // rows are counted without materialising the block a second time.
+            let mut day_sums = sums.clone();
+            day_sums.push(len().alias("__rows"));
+            let day = marked
+                .clone()
+                .filter(col("__bad").not())
+                .with_columns(family_clicks.clone())
+                .group_by([day_key.clone()])
+                .agg(day_sums)
                 .collect()
-                .ctx("explaining quarantined rows")?;
-            q.add(&file, &explained, std::slice::from_ref(&block))?;
+                .ctx(format!("validating {file}"))?;
+            let rows = block.frame.height() as u64;
+            let good_rows = day
+                .column("__rows")
+                .ctx("row counts")?
+                .as_materialized_series()
+                .sum::<u64>()
+                .ctx("row counts")?;
+            let bad_rows = rows - good_rows;
+            if bad_rows > 0 {
+                // Rare: find the bad rows again and say why.
+                let bad = marked
+                    .filter(col("__bad"))
+                    .select(canonical.clone())
+                    .collect()
+                    .ctx("selecting quarantined rows")?;
+                let explained = with_registration(with_course(bad.lazy(), courses), registrations)
+                    .join(
+                        sites.clone().lazy(),
+                        [col("id_site")],
+                        [col("id_site")],
+                        JoinArgs::new(JoinType::Left),
+                    )
+                    .select([col(LINE), reason.clone()])
+                    .collect()
+                    .ctx("explaining quarantined rows")?;
+                q.add(&file, &explained, std::slice::from_ref(&block))?;
+            }
+            count.read += rows;
+            count.quarantined += bad_rows;
+            count.accepted += good_rows;
+            progress(Table::StudentVle.file_stem(), count.read);
+            daily.push(day.lazy().drop(cols(["__rows"])));
         }
-        let day = marked
-            .lazy()
-            .filter(col("__bad").not())
-            .group_by([day_key.clone()])
-            .agg(sums.clone())
-            .collect()
-            .ctx("daily activity")?;
-        let rows = block.frame.height() as u64;
-        count.read += rows;
-        count.quarantined += bad_rows;
-        count.accepted += rows - bad_rows;
-        progress(Table::StudentVle.file_stem(), count.read);
-        daily.push(day.lazy());
-    }
+        Ok(())
+    })?;
     counts.push(count);
     let mut merged_sums = vec![col("clicks").sum()];
     merged_sums.extend(

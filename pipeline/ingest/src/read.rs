@@ -17,7 +17,7 @@ use crate::error::IngestError;
 pub const LINE: &str = "__line";
 
 /// Bytes per block handed to the CSV parser.
-const BLOCK: usize = 64 << 20;
+const BLOCK: usize = 32 << 20;
 
 /// Finds the file of `table` in `dir`: `stem.csv` or `stem.csv.gz`, exactly one of them.
 pub fn locate(dir: &Path, table: Table) -> Result<PathBuf, IngestError> {

@@ -99,8 +99,9 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
     // Weekly activity.
     let mut sums = vec![
         col("clicks").sum(),
+        // A day may come in more than one partial row (see `LoadedExport::daily_activity`).
         col("date")
-            .count()
+            .n_unique()
             .cast(DataType::Int64)
             .alias("active_days"),
         col("date").max().alias("last_day"),
@@ -178,6 +179,8 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
                 .alias("wden"),
         ]);
 
+    let at_risk: Vec<&str> = label.at_risk.iter().map(|r| r.as_str()).collect();
+    let at_risk = Series::new("at_risk".into(), at_risk.as_slice());
     // One row per registered student and week -1..=last week.
     let max_weeks = export
         .courses
@@ -210,6 +213,33 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
             JoinArgs::new(JoinType::Inner),
         )
         .with_column(student_key())
+        // Attributes are per student: encode them once, before the grid multiplies the rows.
+        .with_columns([
+            (lit(0i64) - col("date_registration"))
+                .cast(DataType::Float64)
+                .alias("days_registered_before_start"),
+            ordinal(
+                "highest_education",
+                &[
+                    "No Formal quals",
+                    "Lower Than A Level",
+                    "A Level or Equivalent",
+                    "HE Qualification",
+                    "Post Graduate Qualification",
+                ],
+            )
+            .alias("highest_education"),
+            col("disability")
+                .eq(lit("Y"))
+                .cast(DataType::Int64)
+                .alias("disability"),
+            ordinal("age_band", &["0-35", "35-55", "55<="]).alias("age_band"),
+            ordinal("imd_band", &lodestar_domain::tables::IMD_BANDS).alias("imd_band"),
+            col(RESULT_COLUMN)
+                .is_in(lit(at_risk).implode(false), false)
+                .cast(DataType::Int64)
+                .alias(LABEL_COLUMN),
+        ])
         .cross_join(weeks.lazy(), None)
         .filter(
             col("week").lt_eq((col("module_presentation_length") - lit(1i64)).floor_div(lit(7i64))),
@@ -350,8 +380,6 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         .median()
         .over([col("__pw")])
         .ctx("cohort median")?;
-    let at_risk: Vec<&str> = label.at_risk.iter().map(|r| r.as_str()).collect();
-    let at_risk = Series::new("at_risk".into(), at_risk.as_slice());
     frame = frame.with_columns([
         col("week").alias("as_of_week"),
         col("clicks").alias("clicks_this_week"),
@@ -361,30 +389,6 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         (col("assessments_due") - col("assessments_submitted")).alias("assessments_missing"),
         ratio(col("__score_sum"), col("__score_n")).alias("score_mean"),
         ratio(col("__wnum"), col("__wden")).alias("score_weighted"),
-        (lit(0i64) - col("date_registration"))
-            .cast(DataType::Float64)
-            .alias("days_registered_before_start"),
-        ordinal(
-            "highest_education",
-            &[
-                "No Formal quals",
-                "Lower Than A Level",
-                "A Level or Equivalent",
-                "HE Qualification",
-                "Post Graduate Qualification",
-            ],
-        )
-        .alias("highest_education"),
-        col("disability")
-            .eq(lit("Y"))
-            .cast(DataType::Int64)
-            .alias("disability"),
-        ordinal("age_band", &["0-35", "35-55", "55<="]).alias("age_band"),
-        ordinal("imd_band", &lodestar_domain::tables::IMD_BANDS).alias("imd_band"),
-        col(RESULT_COLUMN)
-            .is_in(lit(at_risk).implode(false), false)
-            .cast(DataType::Int64)
-            .alias(LABEL_COLUMN),
     ]);
 
     let schema = FeatureSchema::standard();

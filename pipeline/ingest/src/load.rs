@@ -49,7 +49,8 @@ pub struct LoadedExport {
     /// `studentAssessment`, with the assessment's presentation, type, due day and weight.
     pub submissions: DataFrame,
     /// Clicks per student and day: `presentation_index`, `id_student`, `date`, `clicks` and
-    /// `clicks_<family>` for each activity family.
+    /// `clicks_<family>` for each activity family. A day whose rows straddle two blocks of the
+    /// file comes as two partial rows: sum by day before using it as one row per day.
     pub daily_activity: DataFrame,
     /// Per-table accounting, in [`Table::ALL`] order.
     pub counts: Vec<TableCount>,
@@ -807,7 +808,6 @@ fn load_clicks(
     let mut fast = type_rules(Table::StudentVle);
     fast.push(rule_with(col("__family").is_null(), vec![]));
     fast.push(rule_with(same_presentation.not(), vec![]));
-    fast.push(rule_with(col("__registered").is_null(), vec![]));
     fast.push(outside(
         "id_student",
         col("id_student"),
@@ -817,7 +817,11 @@ fn load_clicks(
     ));
     fast.push(window_rule("date", window));
     fast.push(clicks_range());
+    // Registration is checked on the daily totals first (a third of the rows); only a block with
+    // an unregistered student is checked row by row.
     let bad_mask = any_bad(&fast);
+    fast.push(rule_with(col("__registered").is_null(), vec![]));
+    let bad_mask_registered = any_bad(&fast);
     // ...and why, worked out only for the bad rows.
     let mut reasons = type_rules(Table::StudentVle);
     reasons.push(course_rule());
@@ -891,7 +895,7 @@ fn load_clicks(
         });
         for block in received {
             let block = block?;
-            let marked = block
+            let base = block
                 .frame
                 .clone()
                 .lazy()
@@ -901,26 +905,49 @@ fn load_clicks(
                     [col("id_site")],
                     JoinArgs::new(JoinType::Left),
                 )
-                .with_column(student_key(col("id_student"), col("__pres")))
-                .with_column(
-                    when(col("__k").is_in(registered_keys.clone(), false))
-                        .then(lit(true))
-                        .otherwise(lit(NULL).cast(DataType::Boolean))
-                        .alias("__registered"),
-                )
-                .with_column(bad_mask.clone().alias("__bad"));
+                .with_column(student_key(col("id_student"), col("__pres")));
+            let mut marked = base.clone().with_column(bad_mask.clone().alias("__bad"));
             // One fused pass: good rows straight into daily totals, with a row count so the bad
             // rows are counted without materialising the block a second time.
             let mut day_sums = sums.clone();
             day_sums.push(len().alias("__rows"));
-            let day = marked
+            let aggregate = |marked: LazyFrame| {
+                marked
+                    .filter(col("__bad").not())
+                    .with_columns(family_clicks.clone())
+                    .group_by([day_key.clone()])
+                    .agg(day_sums.clone())
+                    .collect()
+                    .ctx(format!("validating {file}"))
+            };
+            let mut day = aggregate(marked.clone())?;
+            let student_of_day = col("__kd").floor_div(lit(KEY_SPAN));
+            let all_registered = day
                 .clone()
-                .filter(col("__bad").not())
-                .with_columns(family_clicks.clone())
-                .group_by([day_key.clone()])
-                .agg(day_sums)
+                .lazy()
+                .select([student_of_day
+                    .is_in(registered_keys.clone(), false)
+                    .all(true)
+                    .alias("ok")])
                 .collect()
-                .ctx(format!("validating {file}"))?;
+                .ctx("checking registrations")?
+                .column("ok")
+                .ctx("checking registrations")?
+                .bool()
+                .ctx("checking registrations")?
+                .get(0)
+                .unwrap_or(true);
+            if !all_registered {
+                marked = base
+                    .with_column(
+                        when(col("__k").is_in(registered_keys.clone(), false))
+                            .then(lit(true))
+                            .otherwise(lit(NULL).cast(DataType::Boolean))
+                            .alias("__registered"),
+                    )
+                    .with_column(bad_mask_registered.clone().alias("__bad"));
+                day = aggregate(marked.clone())?;
+            }
             let rows = block.frame.height() as u64;
             let good_rows = day
                 .column("__rows")
@@ -957,12 +984,6 @@ fn load_clicks(
         Ok(())
     })?;
     counts.push(count);
-    let mut merged_sums = vec![col("clicks").sum()];
-    merged_sums.extend(
-        ActivityFamily::ALL
-            .iter()
-            .map(|f| col(family_column(*f)).sum()),
-    );
     let merged = if daily.is_empty() {
         let mut empty = vec![
             Field::new("__kd".into(), DataType::Int64),
@@ -975,11 +996,9 @@ fn load_clicks(
         );
         DataFrame::empty_with_schema(&Schema::from_iter(empty)).lazy()
     } else {
-        // A day can straddle two blocks: merge.
-        concat(daily, UnionArgs::default())
-            .ctx("merging blocks")?
-            .group_by([col("__kd")])
-            .agg(merged_sums)
+        // A day that straddles two blocks stays as two partial rows: the weekly features sum them
+        // and count distinct days, which saves a pass over every day here.
+        concat(daily, UnionArgs::default()).ctx("joining blocks")?
     };
     let key = col("__kd").floor_div(lit(KEY_SPAN));
     let mut columns = vec![

@@ -96,6 +96,20 @@ pub(crate) struct IngestArgs {
     /// Rebuild the snapshot even if an identical one exists.
     #[arg(long)]
     pub(crate) force: bool,
+    /// Final results that make the at-risk label 1.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Fail,Withdrawn",
+        value_name = "RESULTS"
+    )]
+    pub(crate) at_risk: Vec<String>,
+    /// Days before a presentation's start that registrations, clicks and submissions may be dated.
+    #[arg(long, default_value_t = 365)]
+    pub(crate) pre_start_days: i64,
+    /// Days after a presentation's end that clicks and submissions may be dated.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) post_end_days: i64,
     /// Print the manifest as JSON instead of the summary.
     #[arg(long)]
     pub(crate) json: bool,

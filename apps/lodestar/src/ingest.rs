@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use lodestar_domain::{FinalResult, LabelRule};
 use lodestar_ingest::snapshot::QUARANTINE_FILE;
-use lodestar_ingest::{IngestOptions, ingest};
+use lodestar_ingest::{DateWindow, IngestOptions, ingest};
 
 use crate::cli::IngestArgs;
 use crate::config::Config;
@@ -16,11 +17,24 @@ pub(crate) fn run(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         ProgressStyle::with_template("{spinner} {msg} {elapsed}").context("progress template")?,
     );
     spinner.enable_steady_tick(Duration::from_millis(120));
+    let at_risk = args
+        .at_risk
+        .iter()
+        .map(|r| r.trim().parse::<FinalResult>())
+        .collect::<Result<_, _>>()
+        .context("--at-risk")?;
+    let options = IngestOptions {
+        window: DateWindow {
+            pre_start_days: args.pre_start_days,
+            post_end_days: args.post_end_days,
+        },
+        label: LabelRule { at_risk },
+    };
     let started = Instant::now();
     let outcome = ingest(
         &args.export,
         &config.snapshot_dir.value,
-        &IngestOptions::default(),
+        &options,
         args.force,
         &mut |stage, rows| {
             if rows > 0 {

@@ -83,6 +83,9 @@ pub enum IngestError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The ingest options or the export's size are outside what is supported.
+    #[error("{0}")]
+    Unsupported(String),
     /// A dataframe operation failed (a bug, not bad input).
     #[error("internal dataframe error while {context}: {source}")]
     Polars {

@@ -733,6 +733,13 @@ fn load_clicks(
 ) -> Result<DataFrame, IngestError> {
     let path = locate(dir, Table::StudentVle)?;
     let file = file_name(&path);
+    if courses.height() as i64 >= KEY_SPAN {
+        return Err(IngestError::Unsupported(format!(
+            "{} presentations in one export; at most {} are supported",
+            courses.height(),
+            KEY_SPAN - 1
+        )));
+    }
     let mut reader = TableReader::open(&path, Table::StudentVle)?;
 
     // The hot path joins on integers only: a click's site gives its presentation (index and

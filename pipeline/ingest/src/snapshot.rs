@@ -200,6 +200,13 @@ pub fn ingest(
     force: bool,
     progress: &mut dyn FnMut(&str, u64),
 ) -> Result<IngestOutcome, IngestError> {
+    let w = options.window;
+    if !(0..=2000).contains(&w.pre_start_days) || !(0..=1000).contains(&w.post_end_days) {
+        return Err(IngestError::Unsupported(format!(
+            "date window of {} days before the start and {} after the end: supported are 0-2000 and 0-1000",
+            w.pre_start_days, w.post_end_days
+        )));
+    }
     let started = Instant::now();
     let (id, inputs) = snapshot_id(export_dir, options)?;
     let hashed = started.elapsed().as_secs_f64();

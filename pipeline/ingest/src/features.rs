@@ -403,3 +403,74 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         .collect()
         .ctx("computing features")
 }
+
+/// Builds the feature table one presentation at a time (features never cross presentations), so
+/// memory and time grow linearly with the number of presentations; each part goes to `sink`.
+pub fn build_features_by_presentation(
+    export: &LoadedExport,
+    label: &LabelRule,
+    sink: &mut dyn FnMut(DataFrame) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    let courses = &export.courses;
+    let modules = courses
+        .column("code_module")
+        .ctx("presentations")?
+        .str()
+        .ctx("presentations")?
+        .clone();
+    let codes = courses
+        .column("code_presentation")
+        .ctx("presentations")?
+        .str()
+        .ctx("presentations")?
+        .clone();
+    let indexes = courses
+        .column("presentation_index")
+        .ctx("presentations")?
+        .cast(&DataType::UInt64)
+        .ctx("presentations")?
+        .u64()
+        .ctx("presentations")?
+        .clone();
+    for ((module, code), index) in modules.iter().zip(codes.iter()).zip(indexes.iter()) {
+        let (Some(module), Some(code), Some(index)) = (module, code, index) else {
+            continue;
+        };
+        let this = |df: &DataFrame| -> Result<DataFrame, IngestError> {
+            df.clone()
+                .lazy()
+                .filter(
+                    col("presentation_index")
+                        .cast(DataType::UInt64)
+                        .eq(lit(index)),
+                )
+                .collect()
+                .ctx("selecting a presentation")
+        };
+        let part = LoadedExport {
+            courses: this(courses)?,
+            assessments: this(&export.assessments)?,
+            vle: export.vle.clone(),
+            students: export
+                .students
+                .clone()
+                .lazy()
+                .filter(
+                    col("code_module")
+                        .eq(lit(module))
+                        .and(col("code_presentation").eq(lit(code))),
+                )
+                .collect()
+                .ctx("selecting a presentation")?,
+            registrations: this(&export.registrations)?,
+            submissions: this(&export.submissions)?,
+            daily_activity: this(&export.daily_activity)?,
+            counts: Vec::new(),
+        };
+        let features = build_features(&part, label)?;
+        if features.height() > 0 {
+            sink(features)?;
+        }
+    }
+    Ok(())
+}

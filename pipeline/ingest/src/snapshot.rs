@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{IngestError, PolarsContext};
-use crate::features::{ACTIVE_COLUMN, KEY_COLUMNS, LABEL_COLUMN, RESULT_COLUMN, build_features};
+use crate::features::{
+    ACTIVE_COLUMN, KEY_COLUMNS, LABEL_COLUMN, RESULT_COLUMN, build_features,
+    build_features_by_presentation,
+};
 use crate::load::{Quarantine, TableCount, load_export};
 use crate::read::locate;
 use crate::validate::DateWindow;
@@ -245,6 +248,63 @@ pub fn ingest(
     })
 }
 
+/// Writes the feature table part by part as row groups of one Parquet file.
+struct FeatureWriter {
+    path: PathBuf,
+    file: Option<File>,
+    writer: Option<polars::io::parquet::write::BatchedWriter<File>>,
+    rows: u64,
+    students: u64,
+}
+
+impl FeatureWriter {
+    fn create(path: &Path) -> Result<Self, IngestError> {
+        Ok(Self {
+            path: path.to_owned(),
+            file: Some(File::create(path).map_err(write_err(path))?),
+            writer: None,
+            rows: 0,
+            students: 0,
+        })
+    }
+
+    fn write(&mut self, mut part: DataFrame) -> Result<(), IngestError> {
+        part.align_chunks_par();
+        if self.writer.is_none() {
+            let file = self.file.take().expect("the file is taken once");
+            let writer = ParquetWriter::new(file)
+                .with_compression(ParquetCompression::Snappy)
+                .batched(&part.schema())
+                .ctx("starting features.parquet")?;
+            self.writer = Some(writer);
+        }
+        let writer = self.writer.as_mut().expect("set above");
+        writer.write_batch(&part).ctx("writing features.parquet")?;
+        self.rows += part.height() as u64;
+        // Every registered student has exactly one row for week 0.
+        self.students += part
+            .column("as_of_week")
+            .ctx("counting students")?
+            .as_materialized_series()
+            .equal(0)
+            .ctx("counting students")?
+            .sum()
+            .unwrap_or(0) as u64;
+        Ok(())
+    }
+
+    /// Finishes and syncs the file; returns (rows, student-presentations).
+    fn finish(self) -> Result<(u64, u64), IngestError> {
+        if let Some(writer) = &self.writer {
+            writer.finish().ctx("finishing features.parquet")?;
+        }
+        File::open(&self.path)
+            .and_then(|f| f.sync_all())
+            .map_err(write_err(&self.path))?;
+        Ok((self.rows, self.students))
+    }
+}
+
 fn write_latest(root: &Path, id: &str) -> Result<(), IngestError> {
     let tmp = root.join(format!(".{LATEST_FILE}.{}", std::process::id()));
     fs::write(&tmp, format!("{id}\n")).map_err(write_err(&tmp))?;
@@ -272,18 +332,15 @@ fn build(
     lap("read and validate", &mut timings);
 
     progress("features", 0);
-    let mut features = build_features(&export, &options.label)?;
-    lap("features", &mut timings);
-
-    progress("writing", 0);
     let path = staging.join(FEATURES_FILE);
-    let mut file = File::create(&path).map_err(write_err(&path))?;
-    ParquetWriter::new(&mut file)
-        .with_compression(ParquetCompression::Snappy)
-        .finish(&mut features)
-        .ctx("writing features.parquet")?;
-    file.sync_all().map_err(write_err(&path))?;
-    lap("write parquet", &mut timings);
+    let mut out = FeatureWriter::create(&path)?;
+    build_features_by_presentation(&export, &options.label, &mut |part| out.write(part))?;
+    if out.writer.is_none() {
+        // No rows at all: still a readable file with the columns.
+        out.write(build_features(&export, &options.label)?)?;
+    }
+    let (feature_rows, student_presentations) = out.finish()?;
+    lap("features and parquet", &mut timings);
 
     let presentations: Vec<String> = export
         .courses
@@ -303,15 +360,6 @@ fn build(
         )
         .map(|(m, p)| format!("{}-{}", m.unwrap_or(""), p.unwrap_or("")))
         .collect();
-    // Every registered student has exactly one row for week 0.
-    let student_presentations = features
-        .column("as_of_week")
-        .ctx("counting students")?
-        .as_materialized_series()
-        .equal(0)
-        .ctx("counting students")?
-        .sum()
-        .unwrap_or(0) as u64;
     let manifest = Manifest {
         snapshot_id: id.to_owned(),
         created_unix: SystemTime::now()
@@ -324,7 +372,7 @@ fn build(
         inputs,
         quarantined_rows: export.counts.iter().map(|c| c.quarantined).sum(),
         tables: export.counts,
-        feature_rows: features.height() as u64,
+        feature_rows,
         student_presentations,
         presentations,
         columns: SnapshotColumns {

@@ -274,7 +274,7 @@ impl FeatureWriter {
             let file = self.file.take().expect("the file is taken once");
             let writer = ParquetWriter::new(file)
                 .with_compression(ParquetCompression::Snappy)
-                .batched(&part.schema())
+                .batched(part.schema())
                 .ctx("starting features.parquet")?;
             self.writer = Some(writer);
         }

@@ -20,6 +20,34 @@ pub enum ActivityFamily {
     Other,
 }
 
+/// Every activity type whose family is known (the 20 types of the genuine OULAD `vle` table);
+/// any other type is [`ActivityFamily::Other`].
+pub const KNOWN_ACTIVITY_TYPES: &[(&str, ActivityFamily)] = {
+    use ActivityFamily::{Content, Forum, Homepage, Quiz};
+    &[
+        ("homepage", Homepage),
+        ("oucontent", Content),
+        ("resource", Content),
+        ("page", Content),
+        ("subpage", Content),
+        ("url", Content),
+        ("folder", Content),
+        ("dualpane", Content),
+        ("htmlactivity", Content),
+        ("sharedsubpage", Content),
+        ("dataplus", Content),
+        ("glossary", Content),
+        ("forumng", Forum),
+        ("ouwiki", Forum),
+        ("oucollaborate", Forum),
+        ("ouelluminate", Forum),
+        ("quiz", Quiz),
+        ("externalquiz", Quiz),
+        ("questionnaire", Quiz),
+        ("repeatactivity", Quiz),
+    ]
+};
+
 impl ActivityFamily {
     /// Every family, in feature-column order.
     pub const ALL: [ActivityFamily; 5] = [
@@ -33,14 +61,10 @@ impl ActivityFamily {
     /// The family of an OULAD `activity_type` (also used for Moodle components mapped to the
     /// same names). Unknown types are [`ActivityFamily::Other`], never an error.
     pub fn of(activity_type: &str) -> ActivityFamily {
-        match activity_type {
-            "homepage" => ActivityFamily::Homepage,
-            "oucontent" | "resource" | "page" | "subpage" | "url" | "folder" | "dualpane"
-            | "htmlactivity" | "sharedsubpage" | "dataplus" | "glossary" => ActivityFamily::Content,
-            "forumng" | "ouwiki" | "oucollaborate" | "ouelluminate" => ActivityFamily::Forum,
-            "quiz" | "externalquiz" | "questionnaire" | "repeatactivity" => ActivityFamily::Quiz,
-            _ => ActivityFamily::Other,
-        }
+        KNOWN_ACTIVITY_TYPES
+            .iter()
+            .find(|(name, _)| *name == activity_type)
+            .map_or(ActivityFamily::Other, |(_, family)| *family)
     }
 
     /// Lower-case name used in feature column names.

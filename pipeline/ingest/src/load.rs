@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use lodestar_domain::activity::KNOWN_ACTIVITY_TYPES;
 use lodestar_domain::{ActivityFamily, PresentationId, Table};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -668,10 +669,10 @@ pub fn load_export(
 fn family_expr() -> Expr {
     let mut expr = lit(ActivityFamily::Other.as_str());
     for family in ActivityFamily::ALL.into_iter().rev() {
-        let types: Vec<&str> = KNOWN_TYPES
+        let types: Vec<&str> = KNOWN_ACTIVITY_TYPES
             .iter()
-            .copied()
-            .filter(|t| ActivityFamily::of(t) == family)
+            .filter(|(_, f)| *f == family)
+            .map(|(name, _)| *name)
             .collect();
         if types.is_empty() {
             continue;
@@ -683,30 +684,6 @@ fn family_expr() -> Expr {
     }
     expr
 }
-
-/// Activity types whose family the domain knows (every OULAD type); others are "other".
-const KNOWN_TYPES: &[&str] = &[
-    "homepage",
-    "oucontent",
-    "resource",
-    "page",
-    "subpage",
-    "url",
-    "folder",
-    "dualpane",
-    "htmlactivity",
-    "sharedsubpage",
-    "dataplus",
-    "glossary",
-    "forumng",
-    "ouwiki",
-    "oucollaborate",
-    "ouelluminate",
-    "quiz",
-    "externalquiz",
-    "questionnaire",
-    "repeatactivity",
-];
 
 /// Span of each part of the packed integer keys (presentation index, day + offset).
 const KEY_SPAN: i64 = 4096;

@@ -60,6 +60,11 @@ pub(crate) enum Command {
     Generate(GenerateArgs),
     /// Validate an LMS export and build the weekly feature snapshot (Parquet + manifest).
     Ingest(IngestArgs),
+    /// Create or update the database schema (every service also does this at start-up).
+    Migrate,
+    /// The model registry: versions, aliases, promotion, rollback, model cards.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Benchmarks that print figures: `lodestar bench ingest`.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -142,4 +147,130 @@ pub(crate) struct GenerateArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModelsCommand {
+    /// Registered models with their champion and latest version.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A model's versions, aliases and artifact checks.
+    Show {
+        /// Model name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a trained model version (artifact, evaluation report, lineage).
+    Register(RegisterArgs),
+    /// Make a version champion if it passes the promotion gate.
+    Promote(PromoteArgs),
+    /// Move champion back to the previous holder.
+    Rollback {
+        /// Model name.
+        name: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Who (default: $USER).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        actor: String,
+    },
+    /// Point an alias other than champion (e.g. challenger) at a version.
+    Alias {
+        /// Model name.
+        name: String,
+        /// Alias.
+        alias: String,
+        /// Version.
+        version: i64,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Who (default: $USER).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        actor: String,
+    },
+    /// Every alias move of a model.
+    History {
+        /// Model name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The Markdown model card of a version.
+    Card {
+        /// Model name.
+        name: String,
+        /// Version.
+        version: i64,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RegisterArgs {
+    /// Model name.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The model artifact file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) artifact: PathBuf,
+    /// The evaluation report (JSON, as training writes it).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) report: PathBuf,
+    /// Content hash of the training snapshot.
+    #[arg(long)]
+    pub(crate) snapshot: String,
+    /// Training seed.
+    #[arg(long)]
+    pub(crate) seed: i64,
+    /// Training configuration as JSON.
+    #[arg(long, default_value = "{}", value_name = "JSON")]
+    pub(crate) training_config: String,
+    /// Code version that trained it.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    pub(crate) code_version: String,
+    /// Who (default: $USER).
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub(crate) actor: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PromoteArgs {
+    /// Model name.
+    pub(crate) name: String,
+    /// Candidate version.
+    pub(crate) version: i64,
+    /// Why (recorded).
+    #[arg(long, default_value = "promoted from the command line")]
+    pub(crate) reason: String,
+    /// Skip the gate; the reason is required and recorded.
+    #[arg(long, value_name = "REASON")]
+    pub(crate) force: Option<String>,
+    /// Metric compared with the champion: roc_auc, pr_auc or brier.
+    #[arg(long, default_value = "roc_auc")]
+    pub(crate) metric: String,
+    /// Margin by which the candidate must beat the champion at every gate week.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) margin: f64,
+    /// Gate weeks.
+    #[arg(long, value_delimiter = ',', default_value = "5,10,20")]
+    pub(crate) weeks: Vec<u16>,
+    /// Largest expected calibration error allowed.
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) max_ece: f64,
+    /// Largest subgroup gap allowed.
+    #[arg(long, default_value_t = 0.2)]
+    pub(crate) max_gap: f64,
+    /// Who (default: $USER).
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub(crate) actor: String,
 }

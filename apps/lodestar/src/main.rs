@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod generate;
 mod ingest;
+mod models;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ fn main() -> ExitCode {
             Command::Config(args) => config.print(args.json),
             Command::Generate(args) => generate::run(&config, args),
             Command::Ingest(args) => ingest::run(&config, args),
+            Command::Migrate => models::migrate(&config),
+            Command::Models(command) => models::run(&config, command),
             Command::Bench(cli::BenchCommand::Ingest(args)) => bench::run_ingest(&config, args),
         }
     });

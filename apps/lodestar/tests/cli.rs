@@ -245,3 +245,106 @@ fn ingest_builds_a_snapshot_from_a_generated_export_and_reuses_it() {
         "{err}"
     );
 }
+
+#[test]
+fn the_registry_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let report = |auc: f64| {
+        let weeks: Vec<Value> = [5, 10, 20]
+            .iter()
+            .map(|w| {
+                serde_json::json!({"week": w, "n": 100, "positives": 40, "roc_auc": auc, "pr_auc": 0.6,
+                    "brier": 0.2, "ece": 0.03, "f1": 0.6, "precision": 0.6, "recall": 0.6})
+            })
+            .collect();
+        serde_json::json!({
+            "model": "logistic", "protocol": "temporal", "train_presentations": ["BBB-2013B"],
+            "test_presentations": ["BBB-2013J"], "weeks": weeks, "fairness": []
+        })
+    };
+    for (i, auc) in [(1, 0.80), (2, 0.86), (3, 0.861)] {
+        fs::write(d.join(format!("r{i}.json")), report(auc).to_string()).unwrap();
+        fs::write(d.join(format!("a{i}.bin")), format!("weights {i}")).unwrap();
+        let (artifact, report) = (format!("a{i}.bin"), format!("r{i}.json"));
+        let out = lodestar(
+            d,
+            &[
+                "models",
+                "register",
+                "--name",
+                "at-risk",
+                "--artifact",
+                &artifact,
+                "--report",
+                &report,
+                "--snapshot",
+                "cfb2319c",
+                "--seed",
+                "7",
+                "--training-config",
+                "{\"l2\": 1}",
+                "--actor",
+                "ci",
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ok = |args: &[&str]| {
+        let out = lodestar(d, args, &[]);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["models", "promote", "at-risk", "1", "--actor", "ci"]);
+    ok(&[
+        "models", "promote", "at-risk", "2", "--margin", "0.01", "--actor", "ci",
+    ]);
+    let refused = lodestar(
+        d,
+        &["models", "promote", "at-risk", "3", "--margin", "0.01"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && err.contains("promotion refused")
+            && err.contains("does not beat"),
+        "{err}"
+    );
+    let show: Value = serde_json::from_str(&ok(&["models", "show", "at-risk", "--json"])).unwrap();
+    assert_eq!(show[1]["aliases"], serde_json::json!(["champion"]));
+    assert_eq!(show[0]["artifact"]["status"], "ok");
+    ok(&[
+        "models",
+        "rollback",
+        "at-risk",
+        "--reason",
+        "too many flags",
+        "--actor",
+        "ci",
+    ]);
+    let history: Value =
+        serde_json::from_str(&ok(&["models", "history", "at-risk", "--json"])).unwrap();
+    let kinds: Vec<_> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["promote", "promote", "rollback"]);
+    let card = ok(&["models", "card", "at-risk", "1"]);
+    assert!(
+        card.contains("# Model card: at-risk version 1")
+            && card.contains("Currently holds: champion"),
+        "{card}"
+    );
+}

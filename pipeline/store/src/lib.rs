@@ -4,10 +4,12 @@
 //! migrations per backend under `migrations/`).
 
 mod artifacts;
+mod card;
 mod error;
 mod registry;
 
 pub use artifacts::{ArtifactRef, ArtifactStore};
+pub use card::model_card;
 pub use error::StoreError;
 pub use registry::{AliasMove, CHAMPION, ModelVersion, NewVersion, Promotion};
 

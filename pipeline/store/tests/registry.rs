@@ -1,4 +1,5 @@
-//! The registry against both backends: every test runs on a fresh SQLite file and, when
+//! The store against both backends (registry and operational tables): every test runs on a
+//! fresh SQLite file and, when
 //! `LODESTAR_TEST_POSTGRES_URL` is set (CI always sets it), on a fresh PostgreSQL schema.
 
 use std::fs;
@@ -102,6 +103,10 @@ both_backends!(
     two_promoters_at_once_leave_one_winner,
     other_aliases_move_freely_with_history,
     a_corrupted_artifact_is_never_loaded,
+    runs_record_steps_and_find_cached_ones,
+    predictions_are_kept_with_feedback_until_retention_purges_them,
+    users_caseloads_and_notes,
+    tokens_are_stored_hashed_and_can_be_revoked,
 );
 
 fn report(auc: f64) -> EvaluationReport {
@@ -373,4 +378,193 @@ async fn a_corrupted_artifact_is_never_loaded(db: TestDb) {
         db.artifacts.load(&version.artifact),
         Err(StoreError::ArtifactMissing { .. })
     ));
+}
+
+async fn runs_record_steps_and_find_cached_ones(db: TestDb) {
+    let s = &db.store;
+    let run = s.start_run("cli").await.unwrap();
+    let ingest = s.start_step(run, "ingest", 1, Some("in-1")).await.unwrap();
+    s.finish_step(ingest, "succeeded", Some("out-1"), None)
+        .await
+        .unwrap();
+    let train = s.start_step(run, "train", 1, Some("in-2")).await.unwrap();
+    s.finish_step(train, "failed", None, Some("out of memory"))
+        .await
+        .unwrap();
+    s.finish_run(
+        run,
+        "failed",
+        Some("train failed"),
+        false,
+        &serde_json::json!({"steps": 2}),
+    )
+    .await
+    .unwrap();
+    let r = s.run(run).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.error.as_deref()),
+        ("failed", Some("train failed"))
+    );
+    assert!(r.finished_at.is_some());
+    let steps = s.steps(run).await.unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1].error.as_deref(), Some("out of memory"));
+    // A rerun finds the finished ingest (same inputs) but not the failed training.
+    let cached = s.cached_step("ingest", "in-1").await.unwrap().unwrap();
+    assert_eq!(cached.output_hash.as_deref(), Some("out-1"));
+    assert!(s.cached_step("train", "in-2").await.unwrap().is_none());
+    assert!(s.cached_step("ingest", "other").await.unwrap().is_none());
+}
+
+fn prediction(student: i64, week: i64, p: f64) -> lodestar_store::NewPrediction {
+    lodestar_store::NewPrediction {
+        model: "at-risk".into(),
+        version: 1,
+        code_module: "BBB".into(),
+        code_presentation: "2013J".into(),
+        id_student: student,
+        as_of_week: week,
+        probability: p,
+        tier: if p >= 0.7 { "high" } else { "low" }.into(),
+        explanation: serde_json::json!({"up": ["no activity for 12 days"], "down": []}),
+        run_id: None,
+    }
+}
+
+async fn predictions_are_kept_with_feedback_until_retention_purges_them(db: TestDb) {
+    let s = &db.store;
+    assert_eq!(
+        s.insert_predictions(&[
+            prediction(11, 5, 0.8),
+            prediction(11, 6, 0.6),
+            prediction(12, 5, 0.1)
+        ])
+        .await
+        .unwrap(),
+        3
+    );
+    let history = s.prediction_history("BBB", "2013J", 11).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|p| p.prediction.as_of_week)
+            .collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    assert_eq!(history[0].prediction, prediction(11, 5, 0.8));
+    s.add_feedback(
+        history[0].id,
+        "incorrectly_flagged",
+        "advisor-1",
+        Some("already withdrawn"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.add_feedback(history[0].id, "meh", "advisor-1", None)
+            .await
+            .is_err()
+    );
+    // Retention: nothing is older than an old cutoff; everything is older than a future one.
+    assert_eq!(
+        s.purge_predictions_before("2000-01-01T00:00:00.000Z")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.purge_predictions_before("2999-01-01T00:00:00.000Z")
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(
+        s.prediction_history("BBB", "2013J", 11)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn users_caseloads_and_notes(db: TestDb) {
+    let s = &db.store;
+    let ada = s
+        .create_user("ada", "advisor", "$argon2id$v=19$...")
+        .await
+        .unwrap();
+    let bob = s
+        .create_user("bob", "admin", "$argon2id$v=19$...")
+        .await
+        .unwrap();
+    assert!(
+        s.create_user("ada", "advisor", "x").await.is_err(),
+        "usernames are unique"
+    );
+    assert!(s.create_user("eve", "root", "x").await.is_err());
+    assert_eq!(s.user("ada").await.unwrap().unwrap().role, "advisor");
+    s.assign(ada, "BBB", "2013J", 11).await.unwrap();
+    s.assign(ada, "BBB", "2013J", 11).await.unwrap();
+    s.assign(ada, "BBB", "2013J", 12).await.unwrap();
+    assert_eq!(s.caseload(ada).await.unwrap().len(), 2);
+    assert!(s.caseload(bob).await.unwrap().is_empty());
+    let note = s
+        .add_note(ada, "BBB", "2013J", 11, "called, left a message", None)
+        .await
+        .unwrap();
+    assert!(
+        s.edit_note(note, ada, "called, spoke to the student", Some("reached"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.edit_note(note, bob, "not mine", None).await.unwrap(),
+        "only the author edits a note"
+    );
+    s.audit(
+        "ada",
+        "note.edit",
+        "BBB-2013J/11",
+        &serde_json::json!({"note": note}),
+    )
+    .await
+    .unwrap();
+    let events = s.audit_events(10).await.unwrap();
+    assert_eq!(events[0].1, "note.edit");
+}
+
+async fn tokens_are_stored_hashed_and_can_be_revoked(db: TestDb) {
+    let s = &db.store;
+    let token = "lsk_0123456789abcdefghijklmnop";
+    let id = s
+        .create_token("sis", token, &["predictions:read", "pipeline:run"])
+        .await
+        .unwrap();
+    assert!(s.create_token("short", "abc", &[]).await.is_err());
+    let found = s.verify_token(token).await.unwrap().unwrap();
+    assert_eq!(
+        found.scopes,
+        vec!["predictions:read".to_owned(), "pipeline:run".to_owned()]
+    );
+    assert!(
+        s.verify_token("lsk_wrong_wrong_wrong_wrong_wrong")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.revoke_token(id).await.unwrap());
+    assert!(!s.revoke_token(id).await.unwrap());
+    assert!(
+        s.verify_token(token).await.unwrap().is_none(),
+        "a revoked token no longer works"
+    );
+    // Only a hash of the token is in the database.
+    let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    let rows = sqlx::query("SELECT name, token_hash FROM api_tokens")
+        .fetch_all(&raw)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let stored: String = sqlx::Row::get(&rows[0], "token_hash");
+    assert_ne!(stored, token);
+    assert_eq!(stored.len(), 64, "a SHA-256 in hex");
 }

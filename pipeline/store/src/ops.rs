@@ -1,0 +1,600 @@
+//! The operational tables other capabilities share: pipeline runs and their steps (with the
+//! step cache), predictions (with retention), users and caseloads, outreach notes, prediction
+//! feedback, the audit trail and API tokens (stored as SHA-256 hashes, never in clear).
+
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Store, StoreError, now};
+
+/// A pipeline run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineRun {
+    /// Id.
+    pub id: i64,
+    /// `cron`, `inbox`, `cli`, `api`.
+    pub trigger: String,
+    /// `running`, `succeeded`, `failed`, `skipped`.
+    pub status: String,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End, once finished.
+    pub finished_at: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Flagged for attention (e.g. drift above threshold).
+    pub flagged: bool,
+}
+
+/// One attempt of one step of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRun {
+    /// Id.
+    pub id: i64,
+    /// The run.
+    pub run_id: i64,
+    /// Step name.
+    pub step: String,
+    /// Attempt number, from 1.
+    pub attempt: i64,
+    /// `running`, `succeeded`, `failed`, `skipped`, `cached`.
+    pub status: String,
+    /// Hash of the step's inputs.
+    pub input_hash: Option<String>,
+    /// Hash of its outputs.
+    pub output_hash: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A prediction to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPrediction {
+    /// Model.
+    pub model: String,
+    /// Version that scored.
+    pub version: i64,
+    /// Module.
+    pub code_module: String,
+    /// Presentation.
+    pub code_presentation: String,
+    /// Student.
+    pub id_student: i64,
+    /// As-of week.
+    pub as_of_week: i64,
+    /// Calibrated probability of an at-risk outcome.
+    pub probability: f64,
+    /// `low`, `medium`, `high`.
+    pub tier: String,
+    /// Explanation (JSON: factors up and down).
+    pub explanation: serde_json::Value,
+    /// The run that scored it.
+    pub run_id: Option<i64>,
+}
+
+/// A stored prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Id.
+    pub id: i64,
+    /// What was stored.
+    pub prediction: NewPrediction,
+    /// When (RFC 3339).
+    pub scored_at: String,
+}
+
+/// A dashboard user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    /// Id.
+    pub id: i64,
+    /// Sign-in name.
+    pub username: String,
+    /// `advisor` or `admin`.
+    pub role: String,
+    /// Password hash (argon2, made by the dashboard).
+    pub password_hash: String,
+}
+
+/// An API token's record (never the token itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiToken {
+    /// Id.
+    pub id: i64,
+    /// Label.
+    pub name: String,
+    /// Scopes, e.g. `predictions:read`.
+    pub scopes: Vec<String>,
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn run_from(r: &AnyRow) -> Result<PipelineRun, StoreError> {
+    Ok(PipelineRun {
+        id: r.try_get("id")?,
+        trigger: r.try_get("trigger")?,
+        status: r.try_get("status")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        error: r.try_get("error")?,
+        flagged: r.try_get::<i64, _>("flagged")? != 0,
+    })
+}
+
+fn step_from(r: &AnyRow) -> Result<StepRun, StoreError> {
+    Ok(StepRun {
+        id: r.try_get("id")?,
+        run_id: r.try_get("run_id")?,
+        step: r.try_get("step")?,
+        attempt: r.try_get("attempt")?,
+        status: r.try_get("status")?,
+        input_hash: r.try_get("input_hash")?,
+        output_hash: r.try_get("output_hash")?,
+        error: r.try_get("error")?,
+    })
+}
+
+fn prediction_from(r: &AnyRow) -> Result<Prediction, StoreError> {
+    let explanation: String = r.try_get("explanation_json")?;
+    Ok(Prediction {
+        id: r.try_get("id")?,
+        prediction: NewPrediction {
+            model: r.try_get("model")?,
+            version: r.try_get("version")?,
+            code_module: r.try_get("code_module")?,
+            code_presentation: r.try_get("code_presentation")?,
+            id_student: r.try_get("id_student")?,
+            as_of_week: r.try_get("as_of_week")?,
+            probability: r.try_get("probability")?,
+            tier: r.try_get("tier")?,
+            explanation: serde_json::from_str(&explanation)
+                .map_err(|e| StoreError::Invalid(format!("stored explanation is not JSON: {e}")))?,
+            run_id: r.try_get("run_id")?,
+        },
+        scored_at: r.try_get("scored_at")?,
+    })
+}
+
+const PREDICTION_COLUMNS: &str = "id, model, version, code_module, code_presentation, id_student, as_of_week, \
+     probability, tier, explanation_json, run_id, scored_at";
+
+impl Store {
+    /// Starts a pipeline run.
+    pub async fn start_run(&self, trigger: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("INSERT INTO pipeline_runs (trigger, status, started_at) VALUES ($1, 'running', $2) RETURNING id")
+            .bind(trigger)
+            .bind(now())
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Records a run's end.
+    pub async fn finish_run(
+        &self,
+        id: i64,
+        status: &str,
+        error: Option<&str>,
+        flagged: bool,
+        summary: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE pipeline_runs SET status = $1, error = $2, flagged = $3, summary_json = $4, finished_at = $5 WHERE id = $6",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(i64::from(flagged))
+        .bind(summary.to_string())
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// One run.
+    pub async fn run(&self, id: i64) -> Result<Option<PipelineRun>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, trigger, status, started_at, finished_at, error, flagged FROM pipeline_runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(run_from).transpose()
+    }
+
+    /// Starts an attempt of a step.
+    pub async fn start_step(
+        &self,
+        run_id: i64,
+        step: &str,
+        attempt: i64,
+        input_hash: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO step_runs (run_id, step, attempt, status, started_at, input_hash) \
+             VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
+        )
+        .bind(run_id)
+        .bind(step)
+        .bind(attempt)
+        .bind(now())
+        .bind(input_hash)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Records a step attempt's end.
+    pub async fn finish_step(
+        &self,
+        id: i64,
+        status: &str,
+        output_hash: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE step_runs SET status = $1, output_hash = $2, error = $3, finished_at = $4 WHERE id = $5")
+            .bind(status)
+            .bind(output_hash)
+            .bind(error)
+            .bind(now())
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The latest succeeded attempt of `step` with these inputs, if any (the step cache).
+    pub async fn cached_step(
+        &self,
+        step: &str,
+        input_hash: &str,
+    ) -> Result<Option<StepRun>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, run_id, step, attempt, status, input_hash, output_hash, error FROM step_runs \
+             WHERE step = $1 AND input_hash = $2 AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(step)
+        .bind(input_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(step_from).transpose()
+    }
+
+    /// Every step attempt of a run, in order.
+    pub async fn steps(&self, run_id: i64) -> Result<Vec<StepRun>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, step, attempt, status, input_hash, output_hash, error FROM step_runs \
+             WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(step_from).collect()
+    }
+
+    /// Stores a batch of predictions in one transaction.
+    pub async fn insert_predictions(&self, rows: &[NewPrediction]) -> Result<u64, StoreError> {
+        let at = now();
+        let mut tx = self.pool().begin().await?;
+        for p in rows {
+            sqlx::query(
+                "INSERT INTO predictions (model, version, code_module, code_presentation, id_student, as_of_week, \
+                 probability, tier, explanation_json, run_id, scored_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&p.model)
+            .bind(p.version)
+            .bind(&p.code_module)
+            .bind(&p.code_presentation)
+            .bind(p.id_student)
+            .bind(p.as_of_week)
+            .bind(p.probability)
+            .bind(&p.tier)
+            .bind(p.explanation.to_string())
+            .bind(p.run_id)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// A student's predictions in a presentation, oldest first.
+    pub async fn prediction_history(
+        &self,
+        code_module: &str,
+        code_presentation: &str,
+        id_student: i64,
+    ) -> Result<Vec<Prediction>, StoreError> {
+        let sql = format!(
+            "SELECT {PREDICTION_COLUMNS} FROM predictions WHERE code_module = $1 AND code_presentation = $2 \
+             AND id_student = $3 ORDER BY as_of_week, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(code_module)
+            .bind(code_presentation)
+            .bind(id_student)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(prediction_from).collect()
+    }
+
+    /// Deletes predictions scored before `before` (RFC 3339); returns how many. Feedback on them
+    /// goes with them.
+    pub async fn purge_predictions_before(&self, before: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM prediction_feedback WHERE prediction_id IN (SELECT id FROM predictions WHERE scored_at < $1)")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM predictions WHERE scored_at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Records an advisor's feedback on a prediction (Moodle's three kinds).
+    pub async fn add_feedback(
+        &self,
+        prediction_id: i64,
+        kind: &str,
+        actor: &str,
+        comment: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        if !["acknowledged", "not_useful", "incorrectly_flagged"].contains(&kind) {
+            return Err(StoreError::Invalid(format!(
+                "feedback {kind:?}: use acknowledged, not_useful or incorrectly_flagged"
+            )));
+        }
+        let row = sqlx::query(
+            "INSERT INTO prediction_feedback (prediction_id, kind, actor, comment, at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(prediction_id)
+        .bind(kind)
+        .bind(actor)
+        .bind(comment)
+        .bind(now())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Creates a user (the password hash is made by the caller, e.g. argon2).
+    pub async fn create_user(
+        &self,
+        username: &str,
+        role: &str,
+        password_hash: &str,
+    ) -> Result<i64, StoreError> {
+        if !["advisor", "admin"].contains(&role) {
+            return Err(StoreError::Invalid(format!(
+                "role {role:?}: use advisor or admin"
+            )));
+        }
+        let row = sqlx::query(
+            "INSERT INTO users (username, role, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(username)
+        .bind(role)
+        .bind(password_hash)
+        .bind(now())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// A user by sign-in name.
+    pub async fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let row =
+            sqlx::query("SELECT id, username, role, password_hash FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|r| -> Result<User, StoreError> {
+            Ok(User {
+                id: r.try_get("id")?,
+                username: r.try_get("username")?,
+                role: r.try_get("role")?,
+                password_hash: r.try_get("password_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Puts a student in a user's caseload (idempotent).
+    pub async fn assign(
+        &self,
+        user_id: i64,
+        code_module: &str,
+        code_presentation: &str,
+        id_student: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO caseloads (user_id, code_module, code_presentation, id_student) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(code_module)
+        .bind(code_presentation)
+        .bind(id_student)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// A user's caseload: (module, presentation, student).
+    pub async fn caseload(&self, user_id: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT code_module, code_presentation, id_student FROM caseloads WHERE user_id = $1 \
+             ORDER BY code_module, code_presentation, id_student",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("code_module")?,
+                    r.try_get("code_presentation")?,
+                    r.try_get("id_student")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Adds an outreach note.
+    pub async fn add_note(
+        &self,
+        author_id: i64,
+        code_module: &str,
+        code_presentation: &str,
+        id_student: i64,
+        note: &str,
+        outcome: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        let at = now();
+        let row = sqlx::query(
+            "INSERT INTO outreach_notes (author_id, code_module, code_presentation, id_student, note, outcome, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
+        )
+        .bind(author_id)
+        .bind(code_module)
+        .bind(code_presentation)
+        .bind(id_student)
+        .bind(note)
+        .bind(outcome)
+        .bind(&at)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Edits a note; only its author may. Returns false when the note is not theirs (or gone).
+    pub async fn edit_note(
+        &self,
+        note_id: i64,
+        author_id: i64,
+        note: &str,
+        outcome: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outreach_notes SET note = $1, outcome = $2, updated_at = $3 WHERE id = $4 AND author_id = $5",
+        )
+        .bind(note)
+        .bind(outcome)
+        .bind(now())
+        .bind(note_id)
+        .bind(author_id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Appends to the audit trail.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_events (actor, action, subject, detail_json, at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(actor)
+            .bind(action)
+            .bind(subject)
+            .bind(detail.to_string())
+            .bind(now())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The latest audit events, newest first: (actor, action, subject, at).
+    pub async fn audit_events(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT actor, action, subject, at FROM audit_events ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("actor")?,
+                    r.try_get("action")?,
+                    r.try_get("subject")?,
+                    r.try_get("at")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Records an API token by its hash; the token itself is never stored.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        token: &str,
+        scopes: &[&str],
+    ) -> Result<i64, StoreError> {
+        if token.len() < 24 {
+            return Err(StoreError::Invalid(
+                "an API token needs at least 24 characters".into(),
+            ));
+        }
+        let row = sqlx::query("INSERT INTO api_tokens (name, token_hash, scopes, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
+            .bind(name)
+            .bind(sha256_hex(token))
+            .bind(scopes.join(" "))
+            .bind(now())
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// The live (not revoked) token record matching a presented token.
+    pub async fn verify_token(&self, token: &str) -> Result<Option<ApiToken>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, scopes FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(sha256_hex(token))
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let scopes: String = r.try_get("scopes")?;
+        let id: i64 = r.try_get("id")?;
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(Some(ApiToken {
+            id,
+            name: r.try_get("name")?,
+            scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        }))
+    }
+
+    /// Revokes a token; returns false if there was no live token with that id.
+    pub async fn revoke_token(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -40,6 +40,22 @@ pub(crate) struct GlobalArgs {
     /// Log format on stderr.
     #[arg(long, env = "LODESTAR_LOG_FORMAT", global = true, value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// Days stored predictions are kept (lodestar purge deletes older ones).
+    #[arg(
+        long,
+        env = "LODESTAR_PREDICTION_RETENTION_DAYS",
+        global = true,
+        value_name = "DAYS"
+    )]
+    pub(crate) prediction_retention_days: Option<u32>,
+    /// Model artifacts: a folder, file:///path or s3://bucket/prefix. Default: <data dir>/artifacts.
+    #[arg(
+        long,
+        env = "LODESTAR_ARTIFACT_STORE",
+        global = true,
+        value_name = "URL"
+    )]
+    pub(crate) artifact_store: Option<String>,
 }
 
 /// How log lines are written.
@@ -62,6 +78,12 @@ pub(crate) enum Command {
     Ingest(IngestArgs),
     /// Create or update the database schema (every service also does this at start-up).
     Migrate,
+    /// Delete stored predictions older than the retention period (and the feedback on them).
+    Purge {
+        /// Keep this many days of predictions (default: the configured retention).
+        #[arg(long)]
+        older_than_days: Option<u32>,
+    },
     /// The model registry: versions, aliases, promotion, rollback, model cards.
     #[command(subcommand)]
     Models(ModelsCommand),

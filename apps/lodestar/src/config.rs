@@ -26,6 +26,8 @@ struct FileConfig {
     database_url: Option<String>,
     log: Option<String>,
     log_format: Option<LogFormat>,
+    artifact_store: Option<String>,
+    prediction_retention_days: Option<u32>,
 }
 
 /// Where a value came from.
@@ -147,8 +149,10 @@ pub(crate) struct Config {
     pub(crate) log_format: Setting<LogFormat>,
     /// Feature snapshots (Parquet and manifests).
     pub(crate) snapshot_dir: Setting<PathBuf>,
-    /// Model artifacts.
-    pub(crate) artifact_dir: Setting<PathBuf>,
+    /// Model artifacts: a folder, `file:///path` or `s3://bucket/prefix`.
+    pub(crate) artifact_store: Setting<String>,
+    /// Days stored predictions are kept.
+    pub(crate) prediction_retention_days: Setting<u32>,
     /// Synthetic and landed exports.
     pub(crate) export_dir: Setting<PathBuf>,
 }
@@ -270,13 +274,44 @@ impl Config {
             file_path,
             || LogFormat::Text,
         );
+        let artifact_store = layer(
+            args.artifact_store.clone(),
+            src(
+                "artifact_store",
+                "--artifact-store",
+                "LODESTAR_ARTIFACT_STORE",
+            ),
+            file.artifact_store,
+            file_path,
+            || data_dir.value.join("artifacts").display().to_string(),
+        );
+        let artifact_store = if artifact_store.source == Source::Default {
+            Setting {
+                source: Source::DataDir,
+                ..artifact_store
+            }
+        } else {
+            artifact_store
+        };
+        let prediction_retention_days = layer(
+            args.prediction_retention_days,
+            src(
+                "prediction_retention_days",
+                "--prediction-retention-days",
+                "LODESTAR_PREDICTION_RETENTION_DAYS",
+            ),
+            file.prediction_retention_days,
+            file_path,
+            || 730,
+        );
         let under = |name: &str| Setting {
             value: data_dir.value.join(name),
             source: Source::DataDir,
         };
         Ok(Config {
             snapshot_dir: under("snapshots"),
-            artifact_dir: under("artifacts"),
+            artifact_store,
+            prediction_retention_days,
             export_dir: under("exports"),
             config_file,
             data_dir,
@@ -309,7 +344,7 @@ impl Config {
             || format!("none ({DEFAULT_CONFIG_FILE} not found)"),
             |p| p.display().to_string(),
         );
-        let rows: [(&str, String, &Source); 7] = [
+        let rows: [(&str, String, &Source); 8] = [
             (
                 "data_dir",
                 self.data_dir.value.display().to_string(),
@@ -322,6 +357,11 @@ impl Config {
             ),
             ("log", self.log.value.clone(), &self.log.source),
             (
+                "prediction_retention_days",
+                self.prediction_retention_days.value.to_string(),
+                &self.prediction_retention_days.source,
+            ),
+            (
                 "log_format",
                 format!("{:?}", self.log_format.value).to_lowercase(),
                 &self.log_format.source,
@@ -332,9 +372,9 @@ impl Config {
                 &self.snapshot_dir.source,
             ),
             (
-                "artifact_dir",
-                self.artifact_dir.value.display().to_string(),
-                &self.artifact_dir.source,
+                "artifact_store",
+                self.artifact_store.value.clone(),
+                &self.artifact_store.source,
             ),
             (
                 "export_dir",
@@ -344,9 +384,9 @@ impl Config {
         ];
         let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);
         println!("config file: {file}\n");
-        println!("{:<13} {:<width$}  source", "setting", "value");
+        println!("{:<25} {:<width$}  source", "setting", "value");
         for (name, value, source) in rows {
-            println!("{name:<13} {value:<width$}  {source}");
+            println!("{name:<25} {value:<width$}  {source}");
         }
         Ok(())
     }

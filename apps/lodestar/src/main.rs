@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             Command::Generate(args) => generate::run(&config, args),
             Command::Ingest(args) => ingest::run(&config, args),
             Command::Migrate => models::migrate(&config),
+            Command::Purge { older_than_days } => models::purge(&config, *older_than_days),
             Command::Models(command) => models::run(&config, command),
             Command::Bench(cli::BenchCommand::Ingest(args)) => bench::run_ingest(&config, args),
         }

@@ -51,8 +51,30 @@ pub(crate) fn migrate(config: &Config) -> anyhow::Result<()> {
     })
 }
 
-fn artifacts(config: &Config) -> ArtifactStore {
-    ArtifactStore::local(&config.artifact_dir.value)
+/// `lodestar purge`: deletes predictions older than the retention period.
+pub(crate) fn purge(config: &Config, older_than_days: Option<u32>) -> anyhow::Result<()> {
+    let days = older_than_days.unwrap_or(config.prediction_retention_days.value);
+    let before = chrono_cutoff(days);
+    runtime()?.block_on(async {
+        let store = connect(config).await?;
+        let deleted = store.purge_predictions_before(&before).await?;
+        println!("deleted {deleted} predictions scored before {before} (retention {days} days)");
+        Ok(())
+    })
+}
+
+fn chrono_cutoff(days: u32) -> String {
+    let cutoff =
+        std::time::SystemTime::now() - std::time::Duration::from_secs(u64::from(days) * 86_400);
+    let secs = cutoff
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    lodestar_store::rfc3339_from_unix(secs)
+}
+
+fn artifacts(config: &Config) -> anyhow::Result<ArtifactStore> {
+    ArtifactStore::from_url(&config.artifact_store.value)
+        .with_context(|| format!("opening the artifact store {}", config.artifact_store.value))
 }
 
 fn metric_at(v: &ModelVersion, week: u16) -> String {
@@ -63,8 +85,8 @@ fn metric_at(v: &ModelVersion, week: u16) -> String {
         .map_or_else(|| "-".to_owned(), |w| format!("{:.3}", w.roc_auc))
 }
 
-fn artifact_status(store: &ArtifactStore, v: &ModelVersion) -> String {
-    match store.load(&v.artifact) {
+async fn artifact_status(store: &ArtifactStore, v: &ModelVersion) -> String {
+    match store.load(&v.artifact).await {
         Ok(_) => "ok".to_owned(),
         Err(StoreError::ArtifactMissing { .. }) => "MISSING".to_owned(),
         Err(StoreError::ArtifactCorrupted { .. }) => "CORRUPTED".to_owned(),
@@ -226,21 +248,24 @@ async fn show(config: &Config, store: &Store, name: &str, json: bool) -> anyhow:
     if versions.is_empty() {
         bail!("no registered model {name:?}");
     }
-    let artifacts = artifacts(config);
+    let artifacts = artifacts(config)?;
     let mut held = Vec::new();
+    let mut status = Vec::new();
     for v in &versions {
         held.push(aliases_of(store, name, v.version).await?);
+        status.push(artifact_status(&artifacts, v).await);
     }
     if json {
         let out: Vec<_> = versions
             .iter()
             .zip(&held)
-            .map(|(v, aliases)| {
+            .zip(&status)
+            .map(|((v, aliases), status)| {
                 json!({
                     "version": v.version, "aliases": aliases, "created_at": v.created_at, "created_by": v.created_by,
                     "snapshot_hash": v.snapshot_hash, "code_version": v.code_version, "seed": v.seed,
                     "artifact": {"uri": v.artifact.uri, "sha256": v.artifact.sha256, "bytes": v.artifact.bytes,
-                                 "status": artifact_status(&artifacts, v)},
+                                 "status": status},
                     "report": v.report,
                 })
             })
@@ -252,7 +277,7 @@ async fn show(config: &Config, store: &Store, name: &str, json: bool) -> anyhow:
         "{:>7}  {:<20} {:>7} {:>7} {:>7}  {:<9} {:<24} snapshot",
         "version", "aliases", "auc@5", "auc@10", "auc@20", "artifact", "registered"
     );
-    for (v, aliases) in versions.iter().zip(&held) {
+    for ((v, aliases), status) in versions.iter().zip(&held).zip(&status) {
         println!(
             "{:>7}  {:<20} {:>7} {:>7} {:>7}  {:<9} {:<24} {}",
             v.version,
@@ -260,7 +285,7 @@ async fn show(config: &Config, store: &Store, name: &str, json: bool) -> anyhow:
             metric_at(v, 5),
             metric_at(v, 10),
             metric_at(v, 20),
-            artifact_status(&artifacts, v),
+            status,
             v.created_at,
             v.snapshot_hash
         );
@@ -277,7 +302,7 @@ async fn register(config: &Config, store: &Store, args: &RegisterArgs) -> anyhow
         .with_context(|| format!("{} is not an evaluation report", args.report.display()))?;
     let config_json: serde_json::Value = serde_json::from_str(&args.training_config)
         .context("--training-config is not valid JSON")?;
-    let artifact = artifacts(config).put(&args.name, &bytes)?;
+    let artifact = artifacts(config)?.put(&args.name, &bytes).await?;
     let v = store
         .register_version(NewVersion {
             model: args.name.clone(),

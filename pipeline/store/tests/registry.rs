@@ -38,7 +38,7 @@ async fn sqlite() -> TestDb {
     );
     TestDb {
         store: Store::connect(&url).await.unwrap(),
-        artifacts: ArtifactStore::local(dir.path().join("artifacts")),
+        artifacts: ArtifactStore::local(dir.path().join("artifacts")).unwrap(),
         url,
         schema: None,
         _dir: dir,
@@ -65,7 +65,7 @@ async fn postgres(test: &str) -> Option<TestDb> {
     let dir = tempfile::tempdir().unwrap();
     Some(TestDb {
         store: Store::connect(&url).await.unwrap(),
-        artifacts: ArtifactStore::local(dir.path().join("artifacts")),
+        artifacts: ArtifactStore::local(dir.path().join("artifacts")).unwrap(),
         url,
         schema: Some((base, schema)),
         _dir: dir,
@@ -143,6 +143,7 @@ async fn register(db: &TestDb, model: &str, auc: f64) -> i64 {
     let artifact = db
         .artifacts
         .put(model, format!("weights auc={auc}").as_bytes())
+        .await
         .unwrap();
     let v = db
         .store
@@ -360,7 +361,7 @@ async fn a_corrupted_artifact_is_never_loaded(db: TestDb) {
     let v1 = register(&db, "m", 0.80).await;
     let version = db.store.version("m", v1).await.unwrap();
     assert_eq!(
-        db.artifacts.load(&version.artifact).unwrap(),
+        db.artifacts.load(&version.artifact).await.unwrap(),
         b"weights auc=0.8"
     );
     let path = version
@@ -370,12 +371,12 @@ async fn a_corrupted_artifact_is_never_loaded(db: TestDb) {
         .unwrap()
         .to_owned();
     fs::write(&path, b"weights auc=0.9").unwrap();
-    let err = db.artifacts.load(&version.artifact).unwrap_err();
+    let err = db.artifacts.load(&version.artifact).await.unwrap_err();
     assert!(matches!(err, StoreError::ArtifactCorrupted { .. }), "{err}");
     assert!(err.to_string().contains("will not be served"));
     fs::remove_file(&path).unwrap();
     assert!(matches!(
-        db.artifacts.load(&version.artifact),
+        db.artifacts.load(&version.artifact).await,
         Err(StoreError::ArtifactMissing { .. })
     ));
 }

@@ -201,6 +201,9 @@ pub(crate) enum ModelsCommand {
         /// Who (default: $USER).
         #[arg(long, env = "USER", default_value = "unknown")]
         actor: String,
+        /// Print the move as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Point an alias other than champion (e.g. challenger) at a version.
     Alias {
@@ -216,6 +219,9 @@ pub(crate) enum ModelsCommand {
         /// Who (default: $USER).
         #[arg(long, env = "USER", default_value = "unknown")]
         actor: String,
+        /// Print the move as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Every alias move of a model.
     History {
@@ -292,6 +298,9 @@ pub(crate) struct PromoteArgs {
     /// Largest subgroup gap allowed.
     #[arg(long, default_value_t = 0.2)]
     pub(crate) max_gap: f64,
+    /// Print the move as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// Who (default: $USER).
     #[arg(long, env = "USER", default_value = "unknown")]
     pub(crate) actor: String,

@@ -228,9 +228,21 @@ impl Config {
         if data_dir.value.as_os_str().is_empty() {
             bail!("data_dir must not be empty (from {})", data_dir.source);
         }
+        // DATABASE_URL, the variable sqlx and most platforms set, counts as the environment
+        // setting when LODESTAR_DATABASE_URL is absent.
+        let generic_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+        let database_src = match (&args.database_url, &generic_url) {
+            (None, Some(_)) => Source::Env("DATABASE_URL".to_owned()),
+            _ => cli_source(
+                matches,
+                "database_url",
+                "--database-url",
+                "LODESTAR_DATABASE_URL",
+            ),
+        };
         let mut database_url = layer(
-            args.database_url.clone().map(Secret),
-            src("database_url", "--database-url", "LODESTAR_DATABASE_URL"),
+            args.database_url.clone().or(generic_url).map(Secret),
+            || database_src,
             file.database_url.map(Secret),
             file_path,
             || {

@@ -102,6 +102,15 @@ fn move_json(m: &AliasMove) -> serde_json::Value {
     })
 }
 
+fn report_move(m: &AliasMove, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&move_json(m))?);
+    } else {
+        print_move(m);
+    }
+    Ok(())
+}
+
 fn print_move(m: &AliasMove) {
     let from = m
         .from_version
@@ -129,24 +138,21 @@ pub(crate) fn run(config: &Config, command: &ModelsCommand) -> anyhow::Result<()
                 name,
                 reason,
                 actor,
-            } => {
-                let m = store.rollback(name, actor, reason).await?;
-                print_move(&m);
-                Ok(())
-            }
+                json,
+            } => report_move(&store.rollback(name, actor, reason).await?, *json),
             ModelsCommand::Alias {
                 name,
                 alias,
                 version,
                 reason,
                 actor,
-            } => {
-                let m = store
+                json,
+            } => report_move(
+                &store
                     .set_alias(name, alias, *version, actor, reason)
-                    .await?;
-                print_move(&m);
-                Ok(())
-            }
+                    .await?,
+                *json,
+            ),
             ModelsCommand::History { name, json } => {
                 if !store.models().await?.contains(name) {
                     bail!("no registered model {name:?}");
@@ -345,6 +351,5 @@ async fn promote(store: &Store, args: &PromoteArgs) -> anyhow::Result<()> {
         force: args.force.is_some(),
     };
     let m = store.promote(&promotion).await?;
-    print_move(&m);
-    Ok(())
+    report_move(&m, args.json)
 }

@@ -12,7 +12,7 @@ fn lodestar(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodestar"));
     cmd.current_dir(dir).args(args);
     for (key, _) in std::env::vars() {
-        if key.starts_with("LODESTAR_") {
+        if key.starts_with("LODESTAR_") || key == "DATABASE_URL" {
             cmd.env_remove(key);
         }
     }
@@ -93,6 +93,24 @@ fn an_explicit_config_file_resolves_relative_paths_against_its_folder() {
     let c = config_json(dir.path(), &[], &[("LODESTAR_CONFIG", "etc/site.toml")]);
     assert_eq!(setting(&c, "data_dir"), ("etc/data", "file"));
     assert_eq!(setting(&c, "log_format"), ("json", "file"));
+}
+
+#[test]
+fn database_url_is_read_too_but_lodestar_database_url_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let generic = [("DATABASE_URL", "postgres://u@db/generic")];
+    let c = config_json(dir.path(), &[], &generic);
+    assert_eq!(
+        setting(&c, "database_url"),
+        ("postgres://u@db/generic", "env")
+    );
+    assert_eq!(c["database_url"]["source"]["name"], "DATABASE_URL");
+    let both = [
+        ("DATABASE_URL", "postgres://u@db/generic"),
+        ("LODESTAR_DATABASE_URL", "postgres://u@db/ours"),
+    ];
+    let c = config_json(dir.path(), &[], &both);
+    assert_eq!(setting(&c, "database_url"), ("postgres://u@db/ours", "env"));
 }
 
 #[test]
@@ -304,7 +322,18 @@ fn the_registry_from_the_command_line() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    ok(&["models", "promote", "at-risk", "1", "--actor", "ci"]);
+    let moved: Value = serde_json::from_str(&ok(&[
+        "models", "promote", "at-risk", "1", "--actor", "ci", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (
+            moved["kind"].as_str(),
+            moved["to_version"].as_i64(),
+            moved["actor"].as_str()
+        ),
+        (Some("promote"), Some(1), Some("ci"))
+    );
     ok(&[
         "models", "promote", "at-risk", "2", "--margin", "0.01", "--actor", "ci",
     ]);

@@ -35,7 +35,8 @@ pub struct ArtifactStore {
     base: String,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Hex SHA-256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -2,10 +2,10 @@
 //! step cache), predictions (with retention), users and caseloads, outreach notes, prediction
 //! feedback, the audit trail and API tokens (stored as SHA-256 hashes, never in clear).
 
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::artifacts::sha256_hex;
 use crate::{Store, StoreError, now};
 
 /// A pipeline run.
@@ -106,13 +106,6 @@ pub struct ApiToken {
     pub name: String,
     /// Scopes, e.g. `predictions:read`.
     pub scopes: Vec<String>,
-}
-
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn run_from(r: &AnyRow) -> Result<PipelineRun, StoreError> {
@@ -555,7 +548,7 @@ impl Store {
         }
         let row = sqlx::query("INSERT INTO api_tokens (name, token_hash, scopes, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
             .bind(name)
-            .bind(sha256_hex(token))
+            .bind(sha256_hex(token.as_bytes()))
             .bind(scopes.join(" "))
             .bind(now())
             .fetch_one(self.pool())
@@ -568,7 +561,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT id, name, scopes FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
-        .bind(sha256_hex(token))
+        .bind(sha256_hex(token.as_bytes()))
         .fetch_optional(self.pool())
         .await?;
         let Some(r) = row else { return Ok(None) };

@@ -196,11 +196,6 @@ impl TableReader {
         Ok(reader)
     }
 
-    /// The file being read.
-    pub fn file(&self) -> &Path {
-        &self.file
-    }
-
     /// The next block of rows, or `None` at the end of the file.
     pub fn next_block(&mut self) -> Result<Option<Block>, IngestError> {
         if self.done {

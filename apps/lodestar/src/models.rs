@@ -54,22 +54,12 @@ pub(crate) fn migrate(config: &Config) -> anyhow::Result<()> {
 /// `lodestar purge`: deletes predictions older than the retention period.
 pub(crate) fn purge(config: &Config, older_than_days: Option<u32>) -> anyhow::Result<()> {
     let days = older_than_days.unwrap_or(config.prediction_retention_days.value);
-    let before = chrono_cutoff(days);
     runtime()?.block_on(async {
         let store = connect(config).await?;
-        let deleted = store.purge_predictions_before(&before).await?;
-        println!("deleted {deleted} predictions scored before {before} (retention {days} days)");
+        let deleted = store.purge_predictions_older_than(days).await?;
+        println!("deleted {deleted} predictions scored more than {days} days ago");
         Ok(())
     })
-}
-
-fn chrono_cutoff(days: u32) -> String {
-    let cutoff =
-        std::time::SystemTime::now() - std::time::Duration::from_secs(u64::from(days) * 86_400);
-    let secs = cutoff
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    lodestar_store::rfc3339_from_unix(secs)
 }
 
 fn artifacts(config: &Config) -> anyhow::Result<ArtifactStore> {

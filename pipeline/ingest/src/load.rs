@@ -273,19 +273,25 @@ fn registered_rule() -> Rule {
     )
 }
 
-fn with_registration(frame: LazyFrame, registrations: &DataFrame) -> LazyFrame {
-    let right = registrations.clone().lazy().select([
-        col("code_module"),
-        col("code_presentation"),
-        col("id_student"),
-        lit(true).alias("__registered"),
-    ]);
+/// Adds `marker` (true, or null when absent): whether the row's student and presentation have a
+/// row in `other`.
+fn with_student_in(frame: LazyFrame, other: &DataFrame, marker: &str) -> LazyFrame {
     let on = [
         col("code_module"),
         col("code_presentation"),
         col("id_student"),
     ];
+    let right = other.clone().lazy().select(
+        on.iter()
+            .cloned()
+            .chain([lit(true).alias(marker)])
+            .collect::<Vec<_>>(),
+    );
     frame.join(right, on.clone(), on, JoinArgs::new(JoinType::Left))
+}
+
+fn with_registration(frame: LazyFrame, registrations: &DataFrame) -> LazyFrame {
+    with_student_in(frame, registrations, "__registered")
 }
 
 /// Checks module and presentation codes with the domain's rules (few rows: done in Rust).
@@ -502,23 +508,7 @@ pub fn load_export(
     // studentRegistration
     progress(Table::StudentRegistration.file_stem(), 0);
     let (file, blocks, frame) = read_whole(dir, Table::StudentRegistration)?;
-    let info_keys = students.clone().lazy().select([
-        col("code_module"),
-        col("code_presentation"),
-        col("id_student"),
-        lit(true).alias("__info"),
-    ]);
-    let on = [
-        col("code_module"),
-        col("code_presentation"),
-        col("id_student"),
-    ];
-    let joined = with_course(frame.lazy(), &courses).join(
-        info_keys,
-        on.clone(),
-        on,
-        JoinArgs::new(JoinType::Left),
-    );
+    let joined = with_student_in(with_course(frame.lazy(), &courses), &students, "__info");
     let mut rules = type_rules(Table::StudentRegistration);
     rules.push(course_rule());
     rules.push(rule_with(

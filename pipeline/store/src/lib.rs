@@ -116,10 +116,3 @@ impl Store {
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
-
-/// A Unix time (seconds) in the stored timestamp format, e.g. for retention cutoffs.
-pub fn rfc3339_from_unix(secs: u64) -> String {
-    chrono::DateTime::from_timestamp(secs as i64, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}

@@ -319,6 +319,13 @@ impl Store {
         rows.iter().map(prediction_from).collect()
     }
 
+    /// Deletes predictions scored more than `days` days ago (with their feedback); returns how many.
+    pub async fn purge_predictions_older_than(&self, days: u32) -> Result<u64, StoreError> {
+        let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+        self.purge_predictions_before(&before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .await
+    }
+
     /// Deletes predictions scored before `before` (RFC 3339); returns how many. Feedback on them
     /// goes with them.
     pub async fn purge_predictions_before(&self, before: &str) -> Result<u64, StoreError> {

@@ -6,9 +6,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::features::ProtectedAttribute;
 
+/// Counts at the operating threshold (at risk is the positive class).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confusion {
+    /// Flagged and at risk.
+    pub tp: u64,
+    /// Flagged but not at risk.
+    pub fp: u64,
+    /// Not flagged and not at risk.
+    pub tn: u64,
+    /// Not flagged but at risk.
+    pub fn_: u64,
+}
+
+/// One bin of a reliability diagram: predictions in `[lower, upper)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    /// Lower bound of the predicted probability.
+    pub lower: f64,
+    /// Upper bound (the last bin includes 1).
+    pub upper: f64,
+    /// Predictions in the bin.
+    pub count: u64,
+    /// Their mean predicted probability (NaN when empty).
+    pub mean_predicted: f64,
+    /// The fraction of them at risk (NaN when empty).
+    pub observed: f64,
+}
+
 /// Metrics of one model at one as-of week, on the evaluated population (students still
 /// registered at the end of that week).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WeekMetrics {
     /// As-of week.
     pub week: u16,
@@ -30,6 +58,68 @@ pub struct WeekMetrics {
     pub precision: f64,
     /// Recall at the operating threshold.
     pub recall: f64,
+    /// The operating threshold the counts use.
+    #[serde(default)]
+    pub threshold: f64,
+    /// Counts at the operating threshold.
+    #[serde(default)]
+    pub confusion: Confusion,
+    /// Reliability diagram (equal-width bins) of the served, calibrated probability.
+    #[serde(default)]
+    pub reliability: Vec<ReliabilityBin>,
+    /// Expected calibration error of the model's probability before calibration.
+    #[serde(default)]
+    pub ece_uncalibrated: Option<f64>,
+    /// Brier score before calibration.
+    #[serde(default)]
+    pub brier_uncalibrated: Option<f64>,
+    /// Points `[false-positive rate, true-positive rate]` of the ROC curve, thinned for charts.
+    #[serde(default)]
+    pub roc_curve: Vec<[f64; 2]>,
+}
+
+/// The metrics of one subgroup (e.g. gender `F`) at one week.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubgroupMetrics {
+    /// The attribute grouped by.
+    pub attribute: ProtectedAttribute,
+    /// The group's value as written in the export.
+    pub group: String,
+    /// As-of week.
+    pub week: u16,
+    /// Students in the group.
+    pub n: u64,
+    /// Of which at risk.
+    pub positives: u64,
+    /// ROC AUC within the group (NaN when it has one class only).
+    pub roc_auc: f64,
+    /// True-positive rate at the operating threshold.
+    pub tpr: f64,
+    /// False-positive rate at the operating threshold.
+    pub fpr: f64,
+    /// Expected calibration error within the group.
+    pub ece: f64,
+    /// Mean predicted probability minus the observed at-risk rate.
+    pub calibration_in_the_large: f64,
+}
+
+/// What including the protected attributes as features changes, at one week.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtectedComparison {
+    /// As-of week.
+    pub week: u16,
+    /// ROC AUC without protected attributes (the default model).
+    pub roc_auc_without: f64,
+    /// ROC AUC with them.
+    pub roc_auc_with: f64,
+    /// Largest TPR gap over the attributes, without them.
+    pub max_tpr_gap_without: f64,
+    /// Largest TPR gap over the attributes, with them.
+    pub max_tpr_gap_with: f64,
+    /// Largest FPR gap over the attributes, without them.
+    pub max_fpr_gap_without: f64,
+    /// Largest FPR gap over the attributes, with them.
+    pub max_fpr_gap_with: f64,
 }
 
 /// Gaps between subgroups of one protected attribute at one week (largest minus smallest).
@@ -48,7 +138,7 @@ pub struct SubgroupGaps {
 }
 
 /// What a model version was evaluated on and how it did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvaluationReport {
     /// Model family, e.g. `logistic`.
     pub model: String,
@@ -62,6 +152,186 @@ pub struct EvaluationReport {
     pub weeks: Vec<WeekMetrics>,
     /// Fairness gaps per attribute and week.
     pub fairness: Vec<SubgroupGaps>,
+    /// Metrics per subgroup, attribute and week (the basis of the gaps).
+    #[serde(default)]
+    pub subgroups: Vec<SubgroupMetrics>,
+    /// How the served probability was calibrated, in words (method and data).
+    #[serde(default)]
+    pub calibration: String,
+    /// What including protected attributes changes (empty when not measured).
+    #[serde(default)]
+    pub protected_comparison: Vec<ProtectedComparison>,
+    /// Caveats a reader must see (e.g. a random split's optimism, small subgroups).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl EvaluationReport {
+    /// The report as Markdown sections of a model card: data and population, metrics by week,
+    /// calibration, fairness, what protected attributes change, caveats and limitations.
+    pub fn markdown(&self) -> String {
+        use std::fmt::Write;
+        let mut md = String::new();
+        let _ = writeln!(md, "## What it is");
+        let _ = writeln!(
+            md,
+            "A `{}` model estimating, for each student still registered at the end of an as-of week, \
+             the probability of an at-risk outcome (Fail or Withdrawn unless the training configuration says otherwise).\n",
+            self.model
+        );
+        let _ = writeln!(md, "## Data and population");
+        let _ = writeln!(md, "- Evaluation protocol: {}", self.protocol);
+        let _ = writeln!(md, "- Trained on: {}", self.train_presentations.join(", "));
+        let _ = writeln!(md, "- Evaluated on: {}", self.test_presentations.join(", "));
+        let _ = writeln!(
+            md,
+            "- Population at week k: students still registered at the end of week k (no unregistration on or before day 7k+6).\n"
+        );
+        let _ = writeln!(md, "## Metrics by week\n");
+        let _ = writeln!(
+            md,
+            "| week | students | at risk | ROC AUC | PR AUC | Brier | ECE | precision | recall | F1 | threshold | TP | FP | TN | FN |"
+        );
+        let _ = writeln!(
+            md,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for w in &self.weeks {
+            let c = w.confusion;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {} | {} | {} | {} |",
+                w.week,
+                w.n,
+                w.positives,
+                w.roc_auc,
+                w.pr_auc,
+                w.brier,
+                w.ece,
+                w.precision,
+                w.recall,
+                w.f1,
+                w.threshold,
+                c.tp,
+                c.fp,
+                c.tn,
+                c.fn_
+            );
+        }
+        let _ = writeln!(md, "\n## Calibration\n");
+        if !self.calibration.is_empty() {
+            let _ = writeln!(md, "{}\n", self.calibration);
+        }
+        if self.weeks.iter().any(|w| w.ece_uncalibrated.is_some()) {
+            let _ = writeln!(
+                md,
+                "| week | ECE before | ECE after | Brier before | Brier after |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|");
+            for w in &self.weeks {
+                let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.3} | {} | {:.3} |",
+                    w.week,
+                    opt(w.ece_uncalibrated),
+                    w.ece,
+                    opt(w.brier_uncalibrated),
+                    w.brier
+                );
+            }
+        }
+        for w in &self.weeks {
+            if w.reliability.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                md,
+                "\nReliability at week {} (predicted → observed, count):",
+                w.week
+            );
+            for b in w.reliability.iter().filter(|b| b.count > 0) {
+                let _ = writeln!(
+                    md,
+                    "- [{:.1}, {:.1}): {:.3} → {:.3} ({})",
+                    b.lower, b.upper, b.mean_predicted, b.observed, b.count
+                );
+            }
+        }
+        let _ = writeln!(md, "\n## Fairness\n");
+        if self.fairness.is_empty() {
+            let _ = writeln!(md, "No subgroup evaluation was stored for this version.");
+        } else {
+            let _ = writeln!(
+                md,
+                "| attribute | week | TPR gap | FPR gap | calibration gap |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|");
+            for g in &self.fairness {
+                let _ = writeln!(
+                    md,
+                    "| {:?} | {} | {:.3} | {:.3} | {:.3} |",
+                    g.attribute, g.week, g.tpr_gap, g.fpr_gap, g.calibration_gap
+                );
+            }
+        }
+        if !self.subgroups.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n| attribute | group | week | students | at risk | ROC AUC | TPR | FPR | ECE |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+            for g in &self.subgroups {
+                let _ = writeln!(
+                    md,
+                    "| {:?} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    g.attribute, g.group, g.week, g.n, g.positives, g.roc_auc, g.tpr, g.fpr, g.ece
+                );
+            }
+        }
+        if !self.protected_comparison.is_empty() {
+            let _ = writeln!(md, "\n### With protected attributes as features\n");
+            let _ = writeln!(
+                md,
+                "The served model leaves gender, disability, age band, deprivation band and region out. Trained with them:\n"
+            );
+            let _ = writeln!(
+                md,
+                "| week | ROC AUC without | with | max TPR gap without | with | max FPR gap without | with |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+            for c in &self.protected_comparison {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    c.week,
+                    c.roc_auc_without,
+                    c.roc_auc_with,
+                    c.max_tpr_gap_without,
+                    c.max_tpr_gap_with,
+                    c.max_fpr_gap_without,
+                    c.max_fpr_gap_with
+                );
+            }
+        }
+        let _ = writeln!(md, "\n## Limitations\n");
+        for n in &self.notes {
+            let _ = writeln!(md, "- {n}");
+        }
+        let _ = writeln!(
+            md,
+            "- Evaluated on the presentations above only; a new module, cohort or LMS change can shift accuracy and calibration."
+        );
+        let _ = writeln!(
+            md,
+            "- A score is a prompt for an advisor's conversation, not a decision about a student; check the reasons shown with it."
+        );
+        let _ = writeln!(
+            md,
+            "- Subgroups with few students have wide uncertainty; gaps above are point estimates."
+        );
+        md
+    }
 }
 
 /// A metric the gate can compare, and which way is better.
@@ -217,6 +487,7 @@ mod tests {
                     f1: 0.6,
                     precision: 0.6,
                     recall: 0.6,
+                    ..WeekMetrics::default()
                 })
                 .to_vec(),
             fairness: vec![SubgroupGaps {
@@ -226,6 +497,7 @@ mod tests {
                 fpr_gap: 0.01,
                 calibration_gap: 0.01,
             }],
+            ..EvaluationReport::default()
         }
     }
 

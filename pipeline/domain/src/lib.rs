@@ -15,7 +15,10 @@ pub mod risk;
 pub mod tables;
 
 pub use activity::ActivityFamily;
-pub use evaluation::{EvaluationReport, GateDecision, GateMetric, PromotionGate};
+pub use evaluation::{
+    Confusion, EvaluationReport, GateDecision, GateMetric, PromotionGate, ProtectedComparison,
+    ReliabilityBin, SubgroupGaps, SubgroupMetrics, WeekMetrics,
+};
 pub use features::{AsOfWeek, FeatureGroup, FeatureKind, FeatureSchema, FeatureSpec, LabelRule};
 pub use ids::{AssessmentId, ModuleCode, PresentationCode, PresentationId, SiteId, StudentId};
 pub use risk::{RiskTier, TierThresholds};

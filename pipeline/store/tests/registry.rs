@@ -127,6 +127,7 @@ fn report(auc: f64) -> EvaluationReport {
                 f1: 0.6,
                 precision: 0.62,
                 recall: 0.58,
+                ..WeekMetrics::default()
             })
             .to_vec(),
         fairness: vec![SubgroupGaps {
@@ -136,6 +137,7 @@ fn report(auc: f64) -> EvaluationReport {
             fpr_gap: 0.02,
             calibration_gap: 0.01,
         }],
+        ..EvaluationReport::default()
     }
 }
 

@@ -84,6 +84,11 @@ pub(crate) enum Command {
         #[arg(long)]
         older_than_days: Option<u32>,
     },
+    /// Train and evaluate model families on a temporal split (earlier presentations → later),
+    /// per as-of week; print the metrics, write the JSON report and the model card.
+    Evaluate(EvaluateArgs),
+    /// Train one model, evaluate it on later presentations, and register it with its report.
+    Train(TrainArgs),
     /// The model registry: versions, aliases, promotion, rollback, model cards.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -303,5 +308,98 @@ pub(crate) struct PromoteArgs {
     pub(crate) json: bool,
     /// Who (default: $USER).
     #[arg(long, env = "USER", default_value = "unknown")]
+    pub(crate) actor: String,
+}
+
+/// What to train on and how: shared by `lodestar evaluate` and `lodestar train`.
+#[derive(Debug, Args)]
+pub(crate) struct ModelArgs {
+    /// Ingest this export first (an identical snapshot is reused) and use its snapshot.
+    #[arg(long, value_name = "DIR", conflicts_with = "snapshot")]
+    pub(crate) export: Option<PathBuf>,
+    /// Snapshot id (under the snapshot folder) or folder; default: the latest ingested.
+    #[arg(long, value_name = "ID|DIR")]
+    pub(crate) snapshot: Option<String>,
+    /// Training presentations: codes such as 2013B (every module) or BBB-2013B. Default: every
+    /// presentation code but the latest.
+    #[arg(long, value_delimiter = ',', value_name = "PRESENTATIONS")]
+    pub(crate) train: Vec<String>,
+    /// Test presentations. Default: the latest presentation code.
+    #[arg(long, value_delimiter = ',', value_name = "PRESENTATIONS")]
+    pub(crate) test: Vec<String>,
+    /// As-of weeks to evaluate at.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "5,10,20",
+        value_name = "WEEKS"
+    )]
+    pub(crate) weeks: Vec<u16>,
+    /// FOR COMPARISON ONLY: split students at random (this fraction tested) instead of by
+    /// presentation; the report says so.
+    #[arg(long, value_name = "FRACTION", conflicts_with_all = ["train", "test"])]
+    pub(crate) random_split: Option<f64>,
+    /// Seed for every random choice (same snapshot + options + seed = same artifact).
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Where the MLP trains: cpu (burn flex) or wgpu (needs a build with `--features wgpu`).
+    #[arg(long, default_value = "cpu", value_name = "cpu|wgpu")]
+    pub(crate) device: String,
+    /// Calibration of the served probability: platt or isotonic.
+    #[arg(long, default_value = "platt", value_name = "platt|isotonic")]
+    pub(crate) calibration: String,
+    /// Train with the protected attributes as features (off by default).
+    #[arg(long)]
+    pub(crate) include_protected: bool,
+    /// Train on rows up to this as-of week only.
+    #[arg(long)]
+    pub(crate) max_week: Option<u16>,
+    /// Hyperparameters as JSON (any subset of `{"logistic": …, "forest": …, "boosted": …,
+    /// "mlp": …}`; the rest default).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) hyperparameters: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EvaluateArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Model families, from logistic, forest, boosted, mlp and ensemble (the mean log-odds of
+    /// the others).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "logistic,forest,boosted,mlp,ensemble"
+    )]
+    pub(crate) models: Vec<String>,
+    /// Write the evaluation (every family's report) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<PathBuf>,
+    /// Write the best family's model card (Markdown).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) card: Option<PathBuf>,
+    /// Skip retraining the best family with protected attributes for the fairness comparison.
+    #[arg(long)]
+    pub(crate) no_protected_comparison: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TrainArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Model family: logistic, forest, boosted, mlp or ensemble.
+    #[arg(long = "model", default_value = "ensemble")]
+    pub(crate) family: String,
+    /// Registered model name.
+    #[arg(long, default_value = "at-risk")]
+    pub(crate) name: String,
+    /// Also write the artifact here.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Do not register (with --out: only write the artifact).
+    #[arg(long, requires = "out")]
+    pub(crate) no_register: bool,
+    /// Who registers it.
+    #[arg(long, default_value = "lodestar train")]
     pub(crate) actor: String,
 }

@@ -6,6 +6,7 @@ mod config;
 mod generate;
 mod ingest;
 mod models;
+mod train;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ fn main() -> ExitCode {
             Command::Ingest(args) => ingest::run(&config, args),
             Command::Migrate => models::migrate(&config),
             Command::Purge { older_than_days } => models::purge(&config, *older_than_days),
+            Command::Evaluate(args) => train::evaluate(&config, args),
+            Command::Train(args) => train::train(&config, args),
             Command::Models(command) => models::run(&config, command),
             Command::Bench(cli::BenchCommand::Ingest(args)) => bench::run_ingest(&config, args),
         }

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::cli::{ModelsCommand, PromoteArgs, RegisterArgs};
 use crate::config::Config;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -22,7 +22,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Connects to the configured database (creating the data directory for the embedded SQLite).
-async fn connect(config: &Config) -> anyhow::Result<Store> {
+pub(crate) async fn connect(config: &Config) -> anyhow::Result<Store> {
     let url = config.database_url.value.expose();
     if url.starts_with("sqlite:") {
         fs::create_dir_all(&config.data_dir.value).with_context(|| {
@@ -62,7 +62,7 @@ pub(crate) fn purge(config: &Config, older_than_days: Option<u32>) -> anyhow::Re
     })
 }
 
-fn artifacts(config: &Config) -> anyhow::Result<ArtifactStore> {
+pub(crate) fn artifacts(config: &Config) -> anyhow::Result<ArtifactStore> {
     ArtifactStore::from_url(&config.artifact_store.value)
         .with_context(|| format!("opening the artifact store {}", config.artifact_store.value))
 }

@@ -23,14 +23,18 @@ pub struct Confusion {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ReliabilityBin {
     /// Lower bound of the predicted probability.
+    #[serde(with = "crate::nan_as_null")]
     pub lower: f64,
     /// Upper bound (the last bin includes 1).
+    #[serde(with = "crate::nan_as_null")]
     pub upper: f64,
     /// Predictions in the bin.
     pub count: u64,
     /// Their mean predicted probability (NaN when empty).
+    #[serde(with = "crate::nan_as_null")]
     pub mean_predicted: f64,
     /// The fraction of them at risk (NaN when empty).
+    #[serde(with = "crate::nan_as_null")]
     pub observed: f64,
 }
 
@@ -45,21 +49,29 @@ pub struct WeekMetrics {
     /// Of which at risk.
     pub positives: u64,
     /// Area under the ROC curve.
+    #[serde(with = "crate::nan_as_null")]
     pub roc_auc: f64,
     /// Area under the precision-recall curve.
+    #[serde(with = "crate::nan_as_null")]
     pub pr_auc: f64,
     /// Mean squared error of the probability.
+    #[serde(with = "crate::nan_as_null")]
     pub brier: f64,
     /// Expected calibration error.
+    #[serde(with = "crate::nan_as_null")]
     pub ece: f64,
     /// F1 at the operating threshold.
+    #[serde(with = "crate::nan_as_null")]
     pub f1: f64,
     /// Precision at the operating threshold.
+    #[serde(with = "crate::nan_as_null")]
     pub precision: f64,
     /// Recall at the operating threshold.
+    #[serde(with = "crate::nan_as_null")]
     pub recall: f64,
     /// The operating threshold the counts use.
     #[serde(default)]
+    #[serde(with = "crate::nan_as_null")]
     pub threshold: f64,
     /// Counts at the operating threshold.
     #[serde(default)]
@@ -92,14 +104,19 @@ pub struct SubgroupMetrics {
     /// Of which at risk.
     pub positives: u64,
     /// ROC AUC within the group (NaN when it has one class only).
+    #[serde(with = "crate::nan_as_null")]
     pub roc_auc: f64,
     /// True-positive rate at the operating threshold.
+    #[serde(with = "crate::nan_as_null")]
     pub tpr: f64,
     /// False-positive rate at the operating threshold.
+    #[serde(with = "crate::nan_as_null")]
     pub fpr: f64,
     /// Expected calibration error within the group.
+    #[serde(with = "crate::nan_as_null")]
     pub ece: f64,
     /// Mean predicted probability minus the observed at-risk rate.
+    #[serde(with = "crate::nan_as_null")]
     pub calibration_in_the_large: f64,
 }
 
@@ -109,16 +126,22 @@ pub struct ProtectedComparison {
     /// As-of week.
     pub week: u16,
     /// ROC AUC without protected attributes (the default model).
+    #[serde(with = "crate::nan_as_null")]
     pub roc_auc_without: f64,
     /// ROC AUC with them.
+    #[serde(with = "crate::nan_as_null")]
     pub roc_auc_with: f64,
     /// Largest TPR gap over the attributes, without them.
+    #[serde(with = "crate::nan_as_null")]
     pub max_tpr_gap_without: f64,
     /// Largest TPR gap over the attributes, with them.
+    #[serde(with = "crate::nan_as_null")]
     pub max_tpr_gap_with: f64,
     /// Largest FPR gap over the attributes, without them.
+    #[serde(with = "crate::nan_as_null")]
     pub max_fpr_gap_without: f64,
     /// Largest FPR gap over the attributes, with them.
+    #[serde(with = "crate::nan_as_null")]
     pub max_fpr_gap_with: f64,
 }
 
@@ -130,10 +153,13 @@ pub struct SubgroupGaps {
     /// As-of week.
     pub week: u16,
     /// Gap in true-positive rate.
+    #[serde(with = "crate::nan_as_null")]
     pub tpr_gap: f64,
     /// Gap in false-positive rate.
+    #[serde(with = "crate::nan_as_null")]
     pub fpr_gap: f64,
     /// Gap in calibration error.
+    #[serde(with = "crate::nan_as_null")]
     pub calibration_gap: f64,
 }
 
@@ -375,12 +401,15 @@ pub struct PromotionGate {
     /// The metric compared with the champion's.
     pub metric: GateMetric,
     /// By how much the candidate must beat the champion at every gate week.
+    #[serde(with = "crate::nan_as_null")]
     pub margin: f64,
     /// The weeks compared.
     pub weeks: Vec<u16>,
     /// Largest expected calibration error allowed at a gate week.
+    #[serde(with = "crate::nan_as_null")]
     pub max_ece: f64,
     /// Largest subgroup gap (TPR, FPR or calibration) allowed at a gate week.
+    #[serde(with = "crate::nan_as_null")]
     pub max_fairness_gap: f64,
 }
 

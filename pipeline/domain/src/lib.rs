@@ -8,6 +8,27 @@
 //! - [`risk`]: risk tiers and their thresholds.
 
 pub mod activity;
+
+/// Serde for an `f64` that may be NaN (an undefined metric): NaN is written as JSON `null`
+/// and read back from it, so reports with an undefined AUC round-trip.
+pub mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes NaN as `null`.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_nan() {
+            s.serialize_none()
+        } else {
+            s.serialize_f64(*v)
+        }
+    }
+
+    /// Reads `null` as NaN.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
 pub mod evaluation;
 pub mod features;
 pub mod ids;

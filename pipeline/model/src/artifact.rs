@@ -298,7 +298,11 @@ mod tests {
         // logit = 0.2 * 12 - 0.01 * 150 = 0.9
         assert!((p.probability - crate::sigmoid(0.9)).abs() < 1e-12);
         assert!(p.flagged);
-        assert_eq!(p.tier, RiskTier::High, "0.71 is at or above the default high bound 0.7");
+        assert_eq!(
+            p.tier,
+            RiskTier::High,
+            "0.71 is at or above the default high bound 0.7"
+        );
         assert_eq!(p.factors_up.len(), 1);
         let up = &p.factors_up[0];
         assert_eq!(up.feature, "days_since_last_activity");

@@ -70,12 +70,24 @@ impl Calibration {
         let n0 = y.len() as f64 - n1;
         let (t1, t0) = ((n1 + 1.0) / (n1 + 2.0), 1.0 / (n0 + 2.0));
         let z: Vec<f64> = p.iter().map(|p| logit(*p)).collect();
+        let targets: Vec<f64> = y.iter().map(|v| if *v { t1 } else { t0 }).collect();
+        // Cross-entropy against the smoothed targets, computed stably.
+        let loss = |a: f64, b: f64| -> f64 {
+            z.iter()
+                .zip(&targets)
+                .map(|(zi, t)| {
+                    let f = a * zi + b;
+                    // log(1 + e^f) - t f
+                    f.max(0.0) + (-f.abs()).exp().ln_1p() - t * f
+                })
+                .sum()
+        };
         let (mut a, mut b) = (1.0, 0.0);
+        let mut current = loss(a, b);
         for _ in 0..100 {
-            let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-9, 0.0, 1e-9);
-            for (zi, yi) in z.iter().zip(y) {
+            let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-12, 0.0, 1e-12);
+            for (zi, t) in z.iter().zip(&targets) {
                 let q = sigmoid(a * zi + b);
-                let t = if *yi { t1 } else { t0 };
                 let d = q - t;
                 let w = q * (1.0 - q);
                 ga += d * zi;
@@ -90,9 +102,20 @@ impl Calibration {
             }
             let da = (hbb * ga - hab * gb) / det;
             let db = (haa * gb - hab * ga) / det;
-            a -= da;
-            b -= db;
-            if da.abs() < 1e-10 && db.abs() < 1e-10 {
+            // Newton's step, halved until the loss goes down.
+            let mut step = 1.0;
+            let mut moved = false;
+            while step > 1e-8 {
+                let (na, nb) = (a - step * da, b - step * db);
+                let l = loss(na, nb);
+                if l < current {
+                    (a, b, current) = (na, nb, l);
+                    moved = true;
+                    break;
+                }
+                step /= 2.0;
+            }
+            if !moved || (step * da).abs() < 1e-10 && (step * db).abs() < 1e-10 {
                 break;
             }
         }

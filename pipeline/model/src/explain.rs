@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 /// among training students who were not at risk (NaN for categorical columns).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reference {
-    /// `by_week[k][column]`; weeks beyond the last use the last.
+    /// `by_week[k][column]`; weeks beyond the last use the last (NaN, written `null`: none).
+    #[serde(with = "nan_rows")]
     pub by_week: Vec<Vec<f64>>,
 }
 
@@ -26,6 +27,26 @@ impl Reference {
             0
         };
         Some(&self.by_week[k])
+    }
+}
+
+mod nan_rows {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[Vec<f64>], s: S) -> Result<S::Ok, S::Error> {
+        let rows: Vec<Vec<Option<f64>>> = v
+            .iter()
+            .map(|r| r.iter().map(|x| (!x.is_nan()).then_some(*x)).collect())
+            .collect();
+        rows.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<f64>>, D::Error> {
+        let rows = Vec::<Vec<Option<f64>>>::deserialize(d)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+            .collect())
     }
 }
 

@@ -22,10 +22,12 @@ pub enum ModelFamily {
     Boosted,
     /// A multilayer perceptron (burn).
     Mlp,
+    /// The mean log-odds of the other families' models.
+    Ensemble,
 }
 
 impl ModelFamily {
-    /// Every family, in the order reports list them.
+    /// Every family that fits a model of its own, in the order reports list them.
     pub const ALL: [ModelFamily; 4] = [
         ModelFamily::Logistic,
         ModelFamily::Forest,
@@ -40,12 +42,8 @@ impl ModelFamily {
             ModelFamily::Forest => "forest",
             ModelFamily::Boosted => "boosted",
             ModelFamily::Mlp => "mlp",
+            ModelFamily::Ensemble => "ensemble",
         }
-    }
-
-    /// Whether the family needs standardised inputs.
-    pub fn standardises(self) -> bool {
-        matches!(self, ModelFamily::Logistic | ModelFamily::Mlp)
     }
 }
 
@@ -60,9 +58,10 @@ impl FromStr for ModelFamily {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ModelFamily::ALL
             .into_iter()
+            .chain([ModelFamily::Ensemble])
             .find(|m| m.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown model {s:?}: expected logistic, forest, boosted or mlp")
+                format!("unknown model {s:?}: expected logistic, forest, boosted, mlp or ensemble")
             })
     }
 }
@@ -204,6 +203,11 @@ pub enum Predictor {
         /// Layers, input first.
         layers: Vec<Dense>,
     },
+    /// `sigmoid(mean of the members' log-odds)`.
+    Ensemble {
+        /// Member models (on the same input).
+        members: Vec<Predictor>,
+    },
 }
 
 impl Predictor {
@@ -229,6 +233,13 @@ impl Predictor {
                 }
                 sigmoid(h.first().copied().unwrap_or(0.0))
             }
+            Predictor::Ensemble { members } => sigmoid(
+                members
+                    .iter()
+                    .map(|m| crate::logit(m.probability(x)))
+                    .sum::<f64>()
+                    / members.len().max(1) as f64,
+            ),
         }
     }
 
@@ -262,6 +273,10 @@ impl Predictor {
                 }
                 Ok(())
             }
+            Predictor::Ensemble { members } if members.is_empty() => {
+                bad("an ensemble without members".into())
+            }
+            Predictor::Ensemble { members } => members.iter().try_for_each(|m| m.check(width)),
             _ => Ok(()),
         }
     }

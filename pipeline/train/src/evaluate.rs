@@ -1,0 +1,894 @@
+//! The evaluation protocol and the trained artifact.
+//!
+//! Temporal by default: fit on earlier presentations, calibrate on training presentations held
+//! out of the fit, test on later presentations. At as-of week k the evaluated population is the
+//! students still registered at the end of week k. A random split of students exists for
+//! comparison only, and its report says so.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use lodestar_domain::{
+    EvaluationReport, FeatureKind, ProtectedComparison, SubgroupGaps, SubgroupMetrics,
+    TierThresholds, WeekMetrics,
+};
+use lodestar_model::encode::{Cell, Encoder, InputColumn};
+use lodestar_model::{Artifact, Calibration, Lineage, ModelFamily, Reference};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{RawColumn, Snapshot};
+use crate::fit::{Design, Hyperparameters, TrainDevice, fit};
+use crate::{TrainError, metrics};
+
+/// How rows are split into training and test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Protocol {
+    /// Train on `train`, test on `test` (presentations or codes such as `2013B`).
+    Temporal {
+        /// Training presentations.
+        train: Vec<String>,
+        /// Test presentations.
+        test: Vec<String>,
+    },
+    /// Students of `presentations` split at random, `test_fraction` of them tested. Students of
+    /// the same course term share teachers, materials and deadlines, so this flatters every
+    /// model: for comparison only.
+    Random {
+        /// Presentations pooled.
+        presentations: Vec<String>,
+        /// Fraction of students tested.
+        test_fraction: f64,
+    },
+}
+
+/// How the served probability is calibrated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrationMethod {
+    /// Platt scaling.
+    #[default]
+    Platt,
+    /// Isotonic regression.
+    Isotonic,
+}
+
+/// Training options shared by every family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Hyperparameters.
+    pub hyperparameters: Hyperparameters,
+    /// Seed for every random choice.
+    pub seed: u64,
+    /// Where the MLP trains.
+    pub device: TrainDevice,
+    /// Calibration method.
+    pub calibration: CalibrationMethod,
+    /// Include protected attributes as features (off by default).
+    pub include_protected: bool,
+    /// Train on rows up to this as-of week (all weeks when None).
+    pub max_week: Option<u16>,
+    /// Tiers written into the artifact.
+    pub tiers: TierThresholds,
+    /// Version of the code, written into the lineage.
+    pub code_version: String,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            hyperparameters: Hyperparameters::default(),
+            seed: 42,
+            device: TrainDevice::Cpu,
+            calibration: CalibrationMethod::Platt,
+            include_protected: false,
+            max_week: None,
+            tiers: TierThresholds::default(),
+            code_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// Smallest subgroup whose rates enter the fairness gaps.
+pub const MIN_GROUP: u64 = 30;
+
+/// Reliability bins in reports.
+const BINS: usize = 10;
+
+/// Training rows and the folds of the cross-fitted calibration.
+#[derive(Debug, Clone)]
+pub struct TrainingRows {
+    /// Every training row, ascending.
+    pub rows: Vec<usize>,
+    /// Per fold, the positions (in `rows`) it holds out.
+    pub folds: Vec<Vec<usize>>,
+    /// Training presentations.
+    pub presentations: Vec<String>,
+    /// What each fold holds out, in words.
+    pub fold_names: Vec<String>,
+}
+
+/// The ensemble's members. Boosted trees are left out: on 2013B → 2013J they scored below
+/// every other family and lowered the ensemble's AUC (see README, "Models").
+pub const ENSEMBLE_MEMBERS: [ModelFamily; 3] =
+    [ModelFamily::Logistic, ModelFamily::Forest, ModelFamily::Mlp];
+
+/// Most calibration folds.
+const MAX_FOLDS: usize = 4;
+
+fn usable(s: &Snapshot, row: usize, max_week: Option<u16>) -> bool {
+    s.active[row] && s.label[row].is_some() && max_week.is_none_or(|w| s.week[row] <= w)
+}
+
+/// The training rows of `presentations`, with calibration folds: each fold holds out whole
+/// presentations (up to four folds, presentations dealt to them in a seeded order); with a
+/// single presentation, a quarter of its students per fold.
+pub fn split_training(
+    s: &Snapshot,
+    presentations: &[u32],
+    seed: u64,
+    max_week: Option<u16>,
+) -> Result<TrainingRows, TrainError> {
+    let rows: Vec<usize> = (0..s.len())
+        .filter(|r| presentations.contains(&s.presentation[*r]) && usable(s, *r, max_week))
+        .collect();
+    if rows.is_empty() {
+        return Err(TrainError::Data(format!(
+            "no training rows: {} has no registered student with a known outcome",
+            s.names(presentations).join(", ")
+        )));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let names = s.names(presentations);
+    let (fold_of_row, fold_names): (Vec<usize>, Vec<String>) = if presentations.len() >= 2 {
+        let mut order = presentations.to_vec();
+        order.shuffle(&mut rng);
+        let k = order.len().min(MAX_FOLDS);
+        let fold_of = |p: u32| order.iter().position(|q| *q == p).unwrap_or(0) % k;
+        let mut fold_names = vec![Vec::new(); k];
+        for p in presentations {
+            fold_names[fold_of(*p)].push(s.presentations[*p as usize].clone());
+        }
+        (
+            rows.iter().map(|r| fold_of(s.presentation[*r])).collect(),
+            fold_names.into_iter().map(|v| v.join(" + ")).collect(),
+        )
+    } else {
+        let students: BTreeSet<i64> = rows.iter().map(|r| s.student[*r]).collect();
+        let mut students: Vec<i64> = students.into_iter().collect();
+        students.shuffle(&mut rng);
+        let k = MAX_FOLDS.min(students.len()).max(1);
+        let fold: std::collections::HashMap<i64, usize> = students
+            .iter()
+            .enumerate()
+            .map(|(i, st)| (*st, i % k))
+            .collect();
+        (
+            rows.iter().map(|r| fold[&s.student[*r]]).collect(),
+            (1..=k)
+                .map(|i| format!("students of {} (part {i} of {k})", names.join(", ")))
+                .collect(),
+        )
+    };
+    let mut folds = vec![Vec::new(); fold_names.len()];
+    for (pos, f) in fold_of_row.iter().enumerate() {
+        folds[*f].push(pos);
+    }
+    if folds.len() < 2 {
+        return Err(TrainError::Data(
+            "calibration needs at least two training students".into(),
+        ));
+    }
+    Ok(TrainingRows {
+        rows,
+        folds,
+        presentations: names,
+        fold_names,
+    })
+}
+
+/// A seeded `fraction` of the distinct students among `rows`.
+fn held_out_students(
+    s: &Snapshot,
+    rows: &[usize],
+    fraction: f64,
+    rng: &mut ChaCha8Rng,
+) -> BTreeSet<(u32, i64)> {
+    let students: BTreeSet<(u32, i64)> = rows
+        .iter()
+        .map(|r| (s.presentation[*r], s.student[*r]))
+        .collect();
+    let mut students: Vec<_> = students.into_iter().collect();
+    students.shuffle(rng);
+    let k = ((students.len() as f64 * fraction).round() as usize).clamp(1, students.len());
+    students.truncate(k);
+    students.into_iter().collect()
+}
+
+/// The input columns: the standard features, without protected ones unless asked, categories
+/// as seen in `rows`.
+fn input_columns(
+    s: &Snapshot,
+    rows: &[usize],
+    include_protected: bool,
+) -> Vec<(usize, InputColumn)> {
+    let mut out = Vec::new();
+    for (i, f) in s.schema.features.iter().enumerate() {
+        if f.protected.is_some() && !include_protected {
+            continue;
+        }
+        let categories = match &s.columns[i] {
+            RawColumn::Text(v) => rows
+                .iter()
+                .filter_map(|r| v[*r].clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            RawColumn::Num(_) => Vec::new(),
+        };
+        out.push((
+            i,
+            InputColumn {
+                name: f.name.clone(),
+                kind: f.kind,
+                categories,
+            },
+        ));
+    }
+    out
+}
+
+/// Raw encoded rows (missing values NaN).
+fn raw_matrix(s: &Snapshot, source: &[usize], encoder: &Encoder, rows: &[usize]) -> Vec<f64> {
+    let w = encoder.width();
+    let mut x = vec![0.0; rows.len() * w];
+    for (k, r) in rows.iter().enumerate() {
+        encoder.encode_raw_into(
+            |c| s.cell(source[c], *r, &encoder.columns[c].categories),
+            &mut x[k * w..(k + 1) * w],
+        );
+    }
+    x
+}
+
+fn labels(s: &Snapshot, rows: &[usize]) -> Vec<bool> {
+    rows.iter().map(|r| s.label[*r] == Some(true)).collect()
+}
+
+/// Uncalibrated probabilities of `rows` under an artifact.
+fn probabilities(s: &Snapshot, source: &[usize], a: &Artifact, rows: &[usize]) -> Vec<f64> {
+    let encoder = &a.encoder;
+    let w = encoder.width();
+    let mut x = raw_matrix(s, source, encoder, rows);
+    x.chunks_mut(w.max(1))
+        .map(|row| {
+            encoder.finish(row);
+            a.predictor.probability(row)
+        })
+        .collect()
+}
+
+/// A trained artifact and what it took.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// The artifact.
+    pub artifact: Artifact,
+    /// Snapshot column of each input column.
+    pub source: Vec<usize>,
+    /// Seconds fitting the served model (the calibration folds not counted).
+    pub fit_seconds: f64,
+    /// Seconds fitting the calibration folds.
+    pub calibration_seconds: f64,
+}
+
+/// The training rows encoded as every family sees them: the snapshot column of each input,
+/// the encoder fitted on the rows (imputation, standardisation) and the finished design.
+pub fn encoded(
+    s: &Snapshot,
+    rows: &TrainingRows,
+    o: &TrainOptions,
+) -> (Vec<usize>, Encoder, Design) {
+    let (source, columns): (Vec<usize>, Vec<InputColumn>) =
+        input_columns(s, &rows.rows, o.include_protected)
+            .into_iter()
+            .unzip();
+    let plain = Encoder {
+        columns: columns.clone(),
+        impute: vec![],
+        mean: vec![],
+        scale: vec![],
+    };
+    let mut x = raw_matrix(s, &source, &plain, &rows.rows);
+    let encoder = Encoder::fit(columns, &x, true);
+    let w = encoder.width();
+    for row in x.chunks_mut(w.max(1)) {
+        encoder.finish(row);
+    }
+    let design = Design {
+        x,
+        width: w,
+        y: labels(s, &rows.rows),
+    };
+    (source, encoder, design)
+}
+
+/// Trains one family (see [`train_families`]).
+pub fn train(
+    s: &Snapshot,
+    family: ModelFamily,
+    rows: &TrainingRows,
+    o: &TrainOptions,
+) -> Result<Trained, TrainError> {
+    let mut t = train_families(s, &[family], rows, o, &mut |_| {})?;
+    Ok(t.remove(0))
+}
+
+/// Trains `families` on the training rows. The inputs are encoded once (imputed, standardised:
+/// a monotone change that trees ignore), so the ensemble can average its members' log-odds.
+/// Calibration is cross-fitted: each fold's rows are scored by a model fitted without that
+/// fold (other presentations), the calibration map and operating threshold are fitted on those
+/// scores, and the served model is fitted on every training row with the same settings.
+pub fn train_families(
+    s: &Snapshot,
+    families: &[ModelFamily],
+    rows: &TrainingRows,
+    o: &TrainOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Trained>, TrainError> {
+    o.hyperparameters.validate()?;
+    let wants_ensemble = families.contains(&ModelFamily::Ensemble);
+    let mut base: Vec<ModelFamily> = families
+        .iter()
+        .copied()
+        .filter(|f| *f != ModelFamily::Ensemble)
+        .collect();
+    if wants_ensemble {
+        for f in ENSEMBLE_MEMBERS {
+            if !base.contains(&f) {
+                base.push(f);
+            }
+        }
+    }
+    let (source, encoder, all) = encoded(s, rows, o);
+    let w = all.width;
+    let n = all.rows();
+    let mut fold_of = vec![0usize; n];
+    for (k, f) in rows.folds.iter().enumerate() {
+        for pos in f {
+            fold_of[*pos] = k;
+        }
+    }
+    // Per base family: the served model, its cross-fitted scores and timings.
+    let mut fitted = Vec::new();
+    for family in &base {
+        let mut oof = vec![0.0; n];
+        let started = Instant::now();
+        for (k, fold) in rows.folds.iter().enumerate() {
+            progress(&format!(
+                "{family}: calibration fold {} of {}",
+                k + 1,
+                rows.folds.len()
+            ));
+            let keep: Vec<usize> = (0..n).filter(|i| fold_of[*i] != k).collect();
+            let part = Design {
+                x: keep
+                    .iter()
+                    .flat_map(|i| all.row(*i).iter().copied())
+                    .collect(),
+                width: w,
+                y: keep.iter().map(|i| all.y[*i]).collect(),
+            };
+            let m = fit(*family, &part, &o.hyperparameters, o.seed, o.device)?;
+            for pos in fold {
+                oof[*pos] = m.probability(all.row(*pos));
+            }
+        }
+        let calibration_seconds = started.elapsed().as_secs_f64();
+        progress(&format!("{family}: the served model"));
+        let started = Instant::now();
+        let model = fit(*family, &all, &o.hyperparameters, o.seed, o.device)?;
+        fitted.push((
+            *family,
+            model,
+            oof,
+            started.elapsed().as_secs_f64(),
+            calibration_seconds,
+        ));
+    }
+    if wants_ensemble {
+        let members: Vec<_> = fitted
+            .iter()
+            .filter(|f| ENSEMBLE_MEMBERS.contains(&f.0))
+            .collect();
+        let oof = (0..n)
+            .map(|i| {
+                lodestar_model::sigmoid(
+                    members
+                        .iter()
+                        .map(|f| lodestar_model::logit(f.2[i]))
+                        .sum::<f64>()
+                        / members.len() as f64,
+                )
+            })
+            .collect();
+        let (fit_s, cal_s) = members
+            .iter()
+            .fold((0.0, 0.0), |(a, b), f| (a + f.3, b + f.4));
+        let members = members.iter().map(|f| f.1.clone()).collect();
+        fitted.push((
+            ModelFamily::Ensemble,
+            lodestar_model::Predictor::Ensemble { members },
+            oof,
+            fit_s,
+            cal_s,
+        ));
+    }
+    let reference = reference(s, &source, &encoder, &rows.rows);
+    let mut out = Vec::new();
+    for family in families {
+        let Some((_, model, oof, fit_seconds, calibration_seconds)) =
+            fitted.iter().find(|f| f.0 == *family)
+        else {
+            continue;
+        };
+        let calibration = match o.calibration {
+            CalibrationMethod::Platt => Calibration::fit_platt(oof, &all.y),
+            CalibrationMethod::Isotonic => Calibration::fit_isotonic(oof, &all.y),
+        };
+        let calibrated: Vec<f64> = oof.iter().map(|v| calibration.apply(*v)).collect();
+        let threshold = metrics::best_f1_threshold(&calibrated, &all.y);
+        let artifact = Artifact {
+            format: Artifact::FORMAT,
+            family: *family,
+            encoder: encoder.clone(),
+            predictor: model.clone(),
+            calibration,
+            threshold,
+            tiers: o.tiers,
+            reference: reference.clone(),
+            uses_protected_attributes: o.include_protected,
+            lineage: Lineage {
+                snapshot_id: s.id.clone(),
+                code_version: o.code_version.clone(),
+                seed: o.seed,
+                fit_presentations: rows.presentations.clone(),
+                calibration_presentations: rows.fold_names.clone(),
+                training_rows: n as u64,
+                config: serde_json::to_value(o).unwrap_or_default(),
+            },
+        };
+        artifact
+            .check()
+            .map_err(|e| TrainError::Fit(e.to_string()))?;
+        out.push(Trained {
+            artifact,
+            source: source.clone(),
+            fit_seconds: *fit_seconds,
+            calibration_seconds: *calibration_seconds,
+        });
+    }
+    Ok(out)
+}
+
+/// Median raw value per input column, per week, among fit rows of students not at risk.
+fn reference(s: &Snapshot, source: &[usize], encoder: &Encoder, rows: &[usize]) -> Reference {
+    let last = rows.iter().map(|r| s.week[*r]).max().unwrap_or(0) as usize;
+    let mut by_week = Vec::with_capacity(last + 1);
+    for week in 0..=last {
+        let at: Vec<usize> = rows
+            .iter()
+            .copied()
+            .filter(|r| s.week[*r] as usize == week && s.label[*r] == Some(false))
+            .collect();
+        let values = encoder
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(c, col)| {
+                if col.kind == FeatureKind::Categorical {
+                    return f64::NAN;
+                }
+                let mut v: Vec<f64> = at
+                    .iter()
+                    .filter_map(|r| match s.cell(source[c], *r, &[]) {
+                        Cell::Num(x) if !x.is_nan() => Some(x),
+                        _ => None,
+                    })
+                    .collect();
+                if v.is_empty() {
+                    return f64::NAN;
+                }
+                v.sort_by(f64::total_cmp);
+                let n = v.len();
+                if n % 2 == 1 {
+                    v[n / 2]
+                } else {
+                    (v[n / 2 - 1] + v[n / 2]) / 2.0
+                }
+            })
+            .collect();
+        by_week.push(values);
+    }
+    Reference { by_week }
+}
+
+/// One family's evaluation.
+#[derive(Debug, Clone)]
+pub struct FamilyResult {
+    /// The family.
+    pub family: ModelFamily,
+    /// Its report.
+    pub report: EvaluationReport,
+    /// The evaluated artifact.
+    pub artifact: Artifact,
+    /// Seconds fitting the served model.
+    pub fit_seconds: f64,
+    /// Seconds fitting the calibration folds.
+    pub calibration_seconds: f64,
+}
+
+/// The evaluation of every family asked for.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Per family, in the order asked.
+    pub results: Vec<FamilyResult>,
+    /// Index of the best family (highest mean ROC AUC over the weeks).
+    pub best: usize,
+}
+
+fn week_metrics(week: u16, p: &[f64], p_uncal: &[f64], y: &[bool], threshold: f64) -> WeekMetrics {
+    let confusion = metrics::confusion(p, y, threshold);
+    let (precision, recall, _, f1) = metrics::rates(&confusion);
+    let (ece, reliability) = metrics::reliability(p, y, BINS);
+    let (ece_uncal, _) = metrics::reliability(p_uncal, y, BINS);
+    WeekMetrics {
+        week,
+        n: y.len() as u64,
+        positives: y.iter().filter(|v| **v).count() as u64,
+        roc_auc: metrics::roc_auc(p, y),
+        pr_auc: metrics::pr_auc(p, y),
+        brier: metrics::brier(p, y),
+        ece,
+        f1,
+        precision,
+        recall,
+        threshold,
+        confusion,
+        reliability,
+        ece_uncalibrated: Some(ece_uncal),
+        brier_uncalibrated: Some(metrics::brier(p_uncal, y)),
+        roc_curve: metrics::roc_curve(p, y, 50),
+    }
+}
+
+/// Subgroup metrics and gaps of one week's predictions.
+fn fairness(
+    s: &Snapshot,
+    week: u16,
+    rows: &[usize],
+    p: &[f64],
+    y: &[bool],
+    threshold: f64,
+) -> (Vec<SubgroupMetrics>, Vec<SubgroupGaps>) {
+    let mut groups_out = Vec::new();
+    let mut gaps = Vec::new();
+    for (attribute, labels) in &s.groups {
+        let names: BTreeSet<&String> = rows.iter().map(|r| &labels[*r]).collect();
+        let mut these = Vec::new();
+        for name in names {
+            let idx: Vec<usize> = (0..rows.len())
+                .filter(|k| &labels[rows[*k]] == name)
+                .collect();
+            let gp: Vec<f64> = idx.iter().map(|k| p[*k]).collect();
+            let gy: Vec<bool> = idx.iter().map(|k| y[*k]).collect();
+            let c = metrics::confusion(&gp, &gy, threshold);
+            let (_, tpr, fpr, _) = metrics::rates(&c);
+            let (ece, _) = metrics::reliability(&gp, &gy, BINS);
+            let mean_p = gp.iter().sum::<f64>() / gp.len().max(1) as f64;
+            let observed = gy.iter().filter(|v| **v).count() as f64 / gy.len().max(1) as f64;
+            these.push(SubgroupMetrics {
+                attribute: *attribute,
+                group: name.clone(),
+                week,
+                n: gp.len() as u64,
+                positives: gy.iter().filter(|v| **v).count() as u64,
+                roc_auc: metrics::roc_auc(&gp, &gy),
+                tpr,
+                fpr,
+                ece,
+                calibration_in_the_large: mean_p - observed,
+            });
+        }
+        let spread = |f: &dyn Fn(&SubgroupMetrics) -> f64| {
+            let v: Vec<f64> = these
+                .iter()
+                .filter(|g| g.n >= MIN_GROUP && g.group != "unknown")
+                .map(f)
+                .filter(|v| !v.is_nan())
+                .collect();
+            if v.len() < 2 {
+                0.0
+            } else {
+                v.iter().copied().fold(f64::MIN, f64::max)
+                    - v.iter().copied().fold(f64::MAX, f64::min)
+            }
+        };
+        gaps.push(SubgroupGaps {
+            attribute: *attribute,
+            week,
+            tpr_gap: spread(&|g| g.tpr),
+            fpr_gap: spread(&|g| g.fpr),
+            calibration_gap: spread(&|g| g.calibration_in_the_large.abs()),
+        });
+        groups_out.extend(these);
+    }
+    (groups_out, gaps)
+}
+
+/// Evaluates a trained artifact on the test rows at each week.
+fn report_for(
+    s: &Snapshot,
+    t: &Trained,
+    test_rows: &[usize],
+    weeks: &[u16],
+    protocol: String,
+    train_names: Vec<String>,
+    test_names: Vec<String>,
+) -> EvaluationReport {
+    let a = &t.artifact;
+    let mut report = EvaluationReport {
+        model: a.family.as_str().to_owned(),
+        protocol,
+        train_presentations: train_names,
+        test_presentations: test_names,
+        calibration: format!(
+            "{} cross-fitted on held-out training data: the rows of each of {} scored by a model fitted without them; the served model is fitted on every training row with the same settings. Operating threshold {:.3}, chosen on the same held-out scores for the best F1.",
+            a.calibration.name(),
+            a.lineage.calibration_presentations.join("; "),
+            a.threshold
+        ),
+        ..EvaluationReport::default()
+    };
+    for &week in weeks {
+        let rows: Vec<usize> = test_rows
+            .iter()
+            .copied()
+            .filter(|r| s.week[*r] == week)
+            .collect();
+        if rows.is_empty() {
+            report.notes.push(format!(
+                "week {week}: no registered student with a known outcome in the test presentations"
+            ));
+            continue;
+        }
+        let p_uncal = probabilities(s, &t.source, a, &rows);
+        let p: Vec<f64> = p_uncal.iter().map(|v| a.calibration.apply(*v)).collect();
+        let y = labels(s, &rows);
+        report
+            .weeks
+            .push(week_metrics(week, &p, &p_uncal, &y, a.threshold));
+        let (groups, gaps) = fairness(s, week, &rows, &p, &y, a.threshold);
+        report.subgroups.extend(groups);
+        report.fairness.extend(gaps);
+    }
+    let small: BTreeSet<String> = report
+        .subgroups
+        .iter()
+        .filter(|g| g.n < MIN_GROUP)
+        .map(|g| format!("{:?} {}", g.attribute, g.group))
+        .collect();
+    if !small.is_empty() {
+        report.notes.push(format!(
+            "Subgroups under {MIN_GROUP} students are listed but left out of the gaps: {}.",
+            small.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    report
+}
+
+fn mean_auc(r: &EvaluationReport) -> f64 {
+    let v: Vec<f64> = r
+        .weeks
+        .iter()
+        .map(|w| w.roc_auc)
+        .filter(|v| !v.is_nan())
+        .collect();
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn max_gap(r: &EvaluationReport, week: u16, f: fn(&SubgroupGaps) -> f64) -> f64 {
+    r.fairness
+        .iter()
+        .filter(|g| g.week == week)
+        .map(f)
+        .fold(0.0, f64::max)
+}
+
+/// Splits, trains every family in `families`, evaluates each at `weeks`, and for the best one
+/// measures what including protected attributes changes (when `compare_protected`).
+pub fn evaluate(
+    s: &Snapshot,
+    protocol: &Protocol,
+    families: &[ModelFamily],
+    weeks: &[u16],
+    o: &TrainOptions,
+    compare_protected: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Evaluation, TrainError> {
+    if families.is_empty() || weeks.is_empty() {
+        return Err(TrainError::Config(
+            "name at least one model and one week".into(),
+        ));
+    }
+    let (rows, test_rows, description, train_names, test_names, random) = match protocol {
+        Protocol::Temporal { train, test } => {
+            let tr = s.select_presentations(train)?;
+            let te = s.select_presentations(test)?;
+            if let Some(p) = tr.iter().find(|p| te.contains(p)) {
+                return Err(TrainError::Config(format!(
+                    "{} is both a training and a test presentation",
+                    s.presentations[*p as usize]
+                )));
+            }
+            let rows = split_training(s, &tr, o.seed, o.max_week)?;
+            let test_rows: Vec<usize> = (0..s.len())
+                .filter(|r| te.contains(&s.presentation[*r]) && usable(s, *r, None))
+                .collect();
+            let (trn, ten) = (s.names(&tr), s.names(&te));
+            let d = format!(
+                "temporal: trained on {}, tested on {}",
+                trn.join(", "),
+                ten.join(", ")
+            );
+            (rows, test_rows, d, trn, ten, false)
+        }
+        Protocol::Random {
+            presentations,
+            test_fraction,
+        } => {
+            if !(*test_fraction > 0.0 && *test_fraction < 1.0) {
+                return Err(TrainError::Config(
+                    "the test fraction must be in (0, 1)".into(),
+                ));
+            }
+            let ps = s.select_presentations(presentations)?;
+            let all: Vec<usize> = (0..s.len())
+                .filter(|r| ps.contains(&s.presentation[*r]) && usable(s, *r, None))
+                .collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(o.seed ^ 0x5eed);
+            let test = held_out_students(s, &all, *test_fraction, &mut rng);
+            let (test_rows, train): (Vec<usize>, Vec<usize>) = all
+                .into_iter()
+                .partition(|r| test.contains(&(s.presentation[*r], s.student[*r])));
+            let train: Vec<usize> = train
+                .into_iter()
+                .filter(|r| usable(s, *r, o.max_week))
+                .collect();
+            let names = s.names(&ps);
+            let k = MAX_FOLDS;
+            let folds_of: std::collections::HashMap<(u32, i64), usize> = {
+                let mut students: Vec<(u32, i64)> = train
+                    .iter()
+                    .map(|r| (s.presentation[*r], s.student[*r]))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                students.shuffle(&mut rng);
+                students
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, st)| (st, i % k))
+                    .collect()
+            };
+            let mut folds = vec![Vec::new(); k];
+            for (pos, r) in train.iter().enumerate() {
+                folds[folds_of[&(s.presentation[*r], s.student[*r])]].push(pos);
+            }
+            folds.retain(|f| !f.is_empty());
+            let rows = TrainingRows {
+                fold_names: (1..=folds.len())
+                    .map(|i| format!("training students, part {i} of {}", folds.len()))
+                    .collect(),
+                rows: train,
+                folds,
+                presentations: names.clone(),
+            };
+            let d = format!(
+                "random split of students ({:.0}% tested) within {}: FOR COMPARISON ONLY; students of one course term share teachers, materials and deadlines, so this overstates how the model does on next term's students",
+                test_fraction * 100.0,
+                names.join(", ")
+            );
+            (rows, test_rows, d, names.clone(), names, true)
+        }
+    };
+    let trained = train_families(s, families, &rows, o, progress)?;
+    let mut results = Vec::new();
+    for t in trained {
+        let family = t.artifact.family;
+        progress(&format!(
+            "evaluating {family} ({:.1} s to fit, {:.1} s for the calibration folds)",
+            t.fit_seconds, t.calibration_seconds
+        ));
+        let mut report = report_for(
+            s,
+            &t,
+            &test_rows,
+            weeks,
+            description.clone(),
+            train_names.clone(),
+            test_names.clone(),
+        );
+        if random {
+            report.notes.insert(
+                0,
+                "Random split: for comparison only; expect lower accuracy on a later presentation."
+                    .into(),
+            );
+        }
+        results.push(FamilyResult {
+            family,
+            report,
+            artifact: t.artifact,
+            fit_seconds: t.fit_seconds,
+            calibration_seconds: t.calibration_seconds,
+        });
+    }
+    let best = (0..results.len())
+        .max_by(|a, b| {
+            mean_auc(&results[*a].report)
+                .total_cmp(&mean_auc(&results[*b].report))
+                .then(b.cmp(a))
+        })
+        .unwrap_or(0);
+    if compare_protected && !o.include_protected {
+        // Measured with the best single family (an ensemble would refit every member).
+        let single = (0..results.len())
+            .filter(|i| results[*i].family != ModelFamily::Ensemble)
+            .max_by(|a, b| {
+                mean_auc(&results[*a].report)
+                    .total_cmp(&mean_auc(&results[*b].report))
+                    .then(b.cmp(a))
+            });
+        if let Some(single) = single {
+            let family = results[single].family;
+            progress(&format!(
+                "training {family} with protected attributes, for comparison"
+            ));
+            let with = TrainOptions {
+                include_protected: true,
+                ..o.clone()
+            };
+            let t = train(s, family, &rows, &with)?;
+            let r = report_for(s, &t, &test_rows, weeks, String::new(), vec![], vec![]);
+            let base = &results[single].report;
+            let comparison = base
+                .weeks
+                .iter()
+                .filter_map(|w| {
+                    let v = r.weeks.iter().find(|x| x.week == w.week)?;
+                    Some(ProtectedComparison {
+                        week: w.week,
+                        roc_auc_without: w.roc_auc,
+                        roc_auc_with: v.roc_auc,
+                        max_tpr_gap_without: max_gap(base, w.week, |g| g.tpr_gap),
+                        max_tpr_gap_with: max_gap(&r, w.week, |g| g.tpr_gap),
+                        max_fpr_gap_without: max_gap(base, w.week, |g| g.fpr_gap),
+                        max_fpr_gap_with: max_gap(&r, w.week, |g| g.fpr_gap),
+                    })
+                })
+                .collect();
+            results[best].report.protected_comparison = comparison;
+            results[best].report.notes.push(format!(
+                "What protected attributes change was measured by retraining the {family} model with them."
+            ));
+        }
+    }
+    Ok(Evaluation { results, best })
+}

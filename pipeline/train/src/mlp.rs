@@ -1,0 +1,126 @@
+//! The multilayer perceptron, trained with burn: ReLU hidden layers and one logit out, Adam on
+//! the binary cross-entropy, minibatches in a seeded order. burn's pure-Rust CPU backend (flex)
+//! by default; the wgpu backend (Vulkan, Metal, DX12) with the `wgpu` feature. The trained
+//! weights are copied into a plain [`Predictor::Mlp`], so serving never loads burn.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::activation::{log_sigmoid, relu};
+use burn::tensor::{Device, Tensor, TensorData};
+use lodestar_model::Predictor;
+use lodestar_model::predictor::Dense;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::TrainError;
+use crate::fit::{Design, MlpParams, TrainDevice};
+
+#[derive(Module, Debug)]
+struct Net {
+    layers: Vec<Linear>,
+}
+
+impl Net {
+    fn new(inputs: usize, hidden: &[usize], device: &Device) -> Net {
+        let mut widths = vec![inputs];
+        widths.extend_from_slice(hidden);
+        widths.push(1);
+        Net {
+            layers: widths
+                .windows(2)
+                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+                .collect(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len() - 1;
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(h);
+            if i < last {
+                h = relu(h);
+            }
+        }
+        h
+    }
+}
+
+/// The burn device for `device`, with autodiff.
+fn burn_device(device: TrainDevice) -> Result<Device, TrainError> {
+    match device {
+        TrainDevice::Cpu => Ok(Device::flex().autodiff()),
+        #[cfg(feature = "wgpu")]
+        TrainDevice::Wgpu => Ok(Device::wgpu(Default::default()).autodiff()),
+        #[cfg(not(feature = "wgpu"))]
+        TrainDevice::Wgpu => Err(TrainError::Config(
+            "this build has no wgpu backend: rebuild with `--features wgpu`".into(),
+        )),
+    }
+}
+
+/// Fits the MLP on `d` (inputs standardised).
+pub(crate) fn fit_mlp(
+    d: &Design,
+    p: &MlpParams,
+    seed: u64,
+    device: TrainDevice,
+) -> Result<Predictor, TrainError> {
+    let device = burn_device(device)?;
+    device.seed(seed);
+    let mut net = Net::new(d.width, &p.hidden, &device);
+    let mut optimizer = AdamConfig::new().init();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..d.rows()).collect();
+    let mut xb: Vec<f32> = Vec::with_capacity(p.batch_size * d.width);
+    let mut yb: Vec<f32> = Vec::with_capacity(p.batch_size);
+    for _ in 0..p.epochs {
+        order.shuffle(&mut rng);
+        for batch in order.chunks(p.batch_size) {
+            xb.clear();
+            yb.clear();
+            for i in batch {
+                xb.extend(d.row(*i).iter().map(|v| *v as f32));
+                yb.push(if d.y[*i] { 1.0 } else { 0.0 });
+            }
+            let n = batch.len();
+            let x = Tensor::<2>::from_data(TensorData::new(xb.clone(), [n, d.width]), &device);
+            let y = Tensor::<2>::from_data(TensorData::new(yb.clone(), [n, 1]), &device);
+            let z = net.forward(x);
+            // Binary cross-entropy on logits: -y log σ(z) - (1 - y) log σ(-z).
+            let loss = (y.clone() * log_sigmoid(z.clone())
+                + (y.neg() + 1.0) * log_sigmoid(z.neg()))
+            .mean()
+            .neg();
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optimizer.step(p.learning_rate, net, grads);
+        }
+    }
+    let mut layers = Vec::with_capacity(net.layers.len());
+    for l in &net.layers {
+        let shape = l.weight.val().dims();
+        let weights = l
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| TrainError::Fit(format!("reading MLP weights: {e:?}")))?;
+        let bias = match &l.bias {
+            Some(b) => b
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| TrainError::Fit(format!("reading MLP bias: {e:?}")))?,
+            None => vec![0.0; shape[1]],
+        };
+        layers.push(Dense {
+            inputs: shape[0],
+            outputs: shape[1],
+            weights,
+            bias,
+        });
+    }
+    Ok(Predictor::Mlp { layers })
+}

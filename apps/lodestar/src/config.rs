@@ -16,7 +16,8 @@ use crate::cli::{GlobalArgs, LogFormat};
 /// The file read when `--config` is not given, if it exists.
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "lodestar.toml";
 const DEFAULT_DATA_DIR: &str = "lodestar-data";
-const DEFAULT_LOG: &str = "info";
+/// perpetual reports each early stop at info level; only its warnings are worth an operator's eye.
+const DEFAULT_LOG: &str = "info,perpetual=warn";
 
 /// The configuration file: the same settings as the global flags, all optional.
 #[derive(Debug, Default, Deserialize)]

@@ -524,7 +524,7 @@ fn convert_perpetual(t: &perpetual::tree::Tree) -> Result<Tree, TrainError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Two informative features, one noise; at risk when x0 - x1 + noise > 0.

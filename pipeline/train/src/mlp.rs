@@ -124,3 +124,35 @@ pub(crate) fn fit_mlp(
     }
     Ok(Predictor::Mlp { layers })
 }
+
+#[cfg(all(test, feature = "wgpu"))]
+mod wgpu_tests {
+    use super::*;
+    use crate::fit::tests::toy;
+    use crate::metrics::roc_auc;
+
+    /// The GPU path, run where a Vulkan driver exists (on a CPU-only machine, Mesa's lavapipe:
+    /// `.ci/run` installs Debian's `mesa-vulkan-drivers` and runs this with `--features wgpu`).
+    #[test]
+    fn the_mlp_trains_on_wgpu_as_on_the_cpu() {
+        let (train, test) = (toy(1500, 11), toy(500, 12));
+        let p = MlpParams {
+            hidden: vec![16, 8],
+            epochs: 6,
+            batch_size: 64,
+            learning_rate: 2e-3,
+        };
+        let auc = |m: &Predictor| {
+            let s: Vec<f64> = (0..test.rows())
+                .map(|i| m.probability(test.row(i)))
+                .collect();
+            roc_auc(&s, &test.y)
+        };
+        let gpu = fit_mlp(&train, &p, 5, TrainDevice::Wgpu).unwrap();
+        let cpu = fit_mlp(&train, &p, 5, TrainDevice::Cpu).unwrap();
+        gpu.check(3).unwrap();
+        let (a, b) = (auc(&gpu), auc(&cpu));
+        assert!(a > 0.85, "wgpu AUC {a}");
+        assert!((a - b).abs() < 0.03, "wgpu AUC {a} vs cpu {b}");
+    }
+}

@@ -165,18 +165,18 @@ fn load(config: &Config, args: &ModelArgs) -> anyhow::Result<Snapshot> {
 fn run_evaluation(
     s: &Snapshot,
     args: &ModelArgs,
+    o: &TrainOptions,
     families: &[ModelFamily],
     compare_protected: bool,
 ) -> anyhow::Result<Evaluation> {
     let protocol = protocol(s, args)?;
-    let o = options(args)?;
     let started = Instant::now();
     let evaluation = lodestar_train::evaluate(
         s,
         &protocol,
         families,
         &args.weeks,
-        &o,
+        o,
         compare_protected,
         &mut |step| eprintln!("[{:>6.1} s] {step}", started.elapsed().as_secs_f64()),
     )?;
@@ -251,8 +251,15 @@ pub(crate) fn evaluate(config: &Config, args: &EvaluateArgs) -> anyhow::Result<(
         .map(|m| m.trim().parse::<ModelFamily>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
+    let o = options(&args.model)?;
     let s = load(config, &args.model)?;
-    let e = run_evaluation(&s, &args.model, &families, !args.no_protected_comparison)?;
+    let e = run_evaluation(
+        &s,
+        &args.model,
+        &o,
+        &families,
+        !args.no_protected_comparison,
+    )?;
     let first = &e.results[0].report;
     println!("protocol: {}", first.protocol);
     for r in &e.results {
@@ -303,8 +310,9 @@ pub(crate) fn evaluate(config: &Config, args: &EvaluateArgs) -> anyhow::Result<(
 /// `lodestar train`.
 pub(crate) fn train(config: &Config, args: &TrainArgs) -> anyhow::Result<()> {
     let family: ModelFamily = args.family.parse().map_err(anyhow::Error::msg)?;
+    let o = options(&args.model)?;
     let s = load(config, &args.model)?;
-    let e = run_evaluation(&s, &args.model, &[family], false)?;
+    let e = run_evaluation(&s, &args.model, &o, &[family], false)?;
     let result = &e.results[0];
     print_report(&result.report, result.fit_seconds);
     let bytes = result.artifact.to_bytes();

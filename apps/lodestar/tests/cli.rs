@@ -377,3 +377,71 @@ fn the_registry_from_the_command_line() {
         "{card}"
     );
 }
+
+#[test]
+fn train_registers_an_evaluated_artifact_and_evaluate_names_bad_presentations() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-samples/oulad");
+    let export = export.to_str().unwrap();
+    std::fs::write(
+        dir.path().join("small.json"),
+        r#"{"logistic": {"max_iterations": 50}}"#,
+    )
+    .unwrap();
+    let out = lodestar(
+        dir.path(),
+        &[
+            "train",
+            "--export",
+            export,
+            "--model",
+            "logistic",
+            "--hyperparameters",
+            "small.json",
+            "--out",
+            "model.json",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("registered at-risk version 1"), "{stdout}");
+    let artifact: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("model.json")).unwrap()).unwrap();
+    assert_eq!(artifact["family"], "logistic");
+    assert_eq!(artifact["lineage"]["fit_presentations"][0], "BBB-2013B");
+    let show = lodestar(dir.path(), &["models", "show", "at-risk", "--json"], &[]);
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown.contains("\"week\": 20") && shown.contains("temporal"),
+        "{shown}"
+    );
+
+    let bad = lodestar(
+        dir.path(),
+        &[
+            "evaluate", "--export", export, "--train", "2014B", "--test", "2013J",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        err.contains("no presentation \"2014B\"") && err.contains("BBB-2013B"),
+        "{err}"
+    );
+    let bad = lodestar(
+        dir.path(),
+        &["train", "--hyperparameters", "nope.json"],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nope.json"));
+    std::fs::write(dir.path().join("bad.json"), r#"{"forest": {"trees": 0}}"#).unwrap();
+    let bad = lodestar(dir.path(), &["train", "--hyperparameters", "bad.json"], &[]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("forest.trees must be 1..=2000"), "{err}");
+}

@@ -570,6 +570,17 @@ mod tests {
     }
 
     #[test]
+    fn an_undefined_metric_round_trips_through_json_as_null() {
+        let mut r = report(0.8, 0.02, 0.01);
+        r.weeks[0].roc_auc = f64::NAN;
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"roc_auc\":null"), "{json}");
+        let back: EvaluationReport = serde_json::from_str(&json).unwrap();
+        assert!(back.weeks[0].roc_auc.is_nan());
+        assert_eq!(back.weeks[1], r.weeks[1]);
+    }
+
+    #[test]
     fn lower_is_better_for_brier_and_nan_never_passes() {
         let gate = PromotionGate {
             metric: GateMetric::Brier,

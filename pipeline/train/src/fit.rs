@@ -44,6 +44,9 @@ pub struct LogisticParams {
     pub alpha: f64,
     /// Most L-BFGS iterations.
     pub max_iterations: u64,
+    /// Stop when the gradient of the mean log-loss is below this (as scikit-learn's `tol`;
+    /// linfa sums the loss over rows, so it is scaled by the row count).
+    pub tolerance: f64,
 }
 
 /// Random forest settings (Lodestar's own histogram CART: linfa-trees 0.8 does not give the same
@@ -71,6 +74,9 @@ pub struct BoostedParams {
     pub max_bin: u16,
     /// Most boosting rounds.
     pub iteration_limit: usize,
+    /// Fit on at most this many rows, drawn without replacement by the seed (perpetual's cost
+    /// grows with rows: about 0.1 s per 1,000 rows on 2 cores, see README).
+    pub max_rows: usize,
 }
 
 /// Multilayer perceptron settings (burn).
@@ -127,6 +133,7 @@ impl Default for Hyperparameters {
             logistic: LogisticParams {
                 alpha: 1e-4,
                 max_iterations: 100,
+                tolerance: 1e-4,
             },
             forest: ForestParams {
                 trees: 60,
@@ -138,7 +145,8 @@ impl Default for Hyperparameters {
             boosted: BoostedParams {
                 budget: 0.5,
                 max_bin: 63,
-                iteration_limit: 300,
+                iteration_limit: 100,
+                max_rows: 50_000,
             },
             mlp: MlpParams {
                 hidden: vec![32, 16],
@@ -199,6 +207,7 @@ impl Hyperparameters {
             b.iteration_limit >= 1,
             "boosted.iteration_limit must be >= 1",
         );
+        need(b.max_rows >= 10, "boosted.max_rows must be >= 10");
         let m = &self.mlp;
         need(
             !m.hidden.is_empty() && m.hidden.iter().all(|h| (1..=1024).contains(h)),
@@ -258,6 +267,7 @@ fn fit_logistic(d: &Design, p: &LogisticParams) -> Result<Predictor, TrainError>
     let fitted = LogisticRegression::default()
         .alpha(p.alpha)
         .max_iterations(p.max_iterations)
+        .gradient_tolerance(p.tolerance * d.rows() as f64)
         .fit(&data)
         .map_err(|e| TrainError::Fit(format!("logistic regression: {e}")))?;
     // linfa models the probability of the more frequent class; turn it into P(at risk).
@@ -436,15 +446,26 @@ fn fit_tree(d: &Design, bins: &Bins, p: &ForestParams, seed: u64, index: usize) 
 fn fit_boosted(d: &Design, p: &BoostedParams, seed: u64) -> Result<Predictor, TrainError> {
     use perpetual::objective::Objective;
     use perpetual::{Matrix, PerpetualBooster};
+    // A seeded subsample when there are more rows than `max_rows`, in row order.
+    let mut keep: Vec<usize> = if d.rows() > p.max_rows {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xB005_7ED5);
+        sample(&mut rng, d.rows(), p.max_rows).into_vec()
+    } else {
+        (0..d.rows()).collect()
+    };
+    keep.sort_unstable();
     // perpetual reads column-major data.
-    let rows = d.rows();
-    let mut columns = vec![0.0; d.x.len()];
-    for r in 0..rows {
+    let rows = keep.len();
+    let mut columns = vec![0.0; rows * d.width];
+    for (r, i) in keep.iter().enumerate() {
         for c in 0..d.width {
-            columns[c * rows + r] = d.x[r * d.width + c];
+            columns[c * rows + r] = d.x[i * d.width + c];
         }
     }
-    let y: Vec<f64> = d.y.iter().map(|v| if *v { 1.0 } else { 0.0 }).collect();
+    let y: Vec<f64> = keep
+        .iter()
+        .map(|i| if d.y[*i] { 1.0 } else { 0.0 })
+        .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let mut booster = PerpetualBooster::default()
         .set_objective(Objective::LogLoss)
@@ -580,6 +601,7 @@ pub(crate) mod tests {
         let fitted = LogisticRegression::default()
             .alpha(h.logistic.alpha)
             .max_iterations(h.logistic.max_iterations)
+            .gradient_tolerance(h.logistic.tolerance * d.rows() as f64)
             .fit(&Dataset::new(x.clone(), Array1::from_vec(d.y.clone())))
             .unwrap();
         let theirs = fitted.predict_probabilities(&x);

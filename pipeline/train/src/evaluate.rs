@@ -169,7 +169,7 @@ pub fn split_training(
         (
             rows.iter().map(|r| fold[&s.student[*r]]).collect(),
             (1..=k)
-                .map(|i| format!("students of {} (part {i} of {k})", names.join(", ")))
+                .map(|i| format!("a quarter of {}'s students ({i} of {k})", names.join(", ")))
                 .collect(),
         )
     };
@@ -645,7 +645,7 @@ fn report_for(
         train_presentations: train_names,
         test_presentations: test_names,
         calibration: format!(
-            "{} cross-fitted on held-out training data: the rows of each of {} scored by a model fitted without them; the served model is fitted on every training row with the same settings. Operating threshold {:.3}, chosen on the same held-out scores for the best F1.",
+            "{} cross-fitted on held-out training data ({}): each held out in turn and scored by a model fitted without it; the served model is fitted on every training row with the same settings. Operating threshold {:.3}, chosen on the same held-out scores for the best F1.",
             a.calibration.name(),
             a.lineage.calibration_presentations.join("; "),
             a.threshold

@@ -169,7 +169,7 @@ pub fn split_training(
         (
             rows.iter().map(|r| fold[&s.student[*r]]).collect(),
             (1..=k)
-                .map(|i| format!("a quarter of {}'s students ({i} of {k})", names.join(", ")))
+                .map(|i| format!("part {i} of {k} of {}'s students", names.join(", ")))
                 .collect(),
         )
     };

@@ -132,6 +132,11 @@ fn options(args: &ModelArgs) -> anyhow::Result<TrainOptions> {
             .with_context(|| format!("{}: a hyperparameter has the wrong type", path.display()))?;
     }
     hyperparameters.validate()?;
+    if args.device == "wgpu" && !cfg!(feature = "wgpu") {
+        bail!(
+            "--device wgpu: this binary was built without the wgpu backend; build it with `cargo build -p lodestar --features wgpu`"
+        );
+    }
     let calibration = match args.calibration.as_str() {
         "platt" => CalibrationMethod::Platt,
         "isotonic" => CalibrationMethod::Isotonic,

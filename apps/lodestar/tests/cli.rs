@@ -440,6 +440,9 @@ fn train_registers_an_evaluated_artifact_and_evaluate_names_bad_presentations() 
         &[],
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nope.json"));
+    let bad = lodestar(dir.path(), &["train", "--device", "wgpu"], &[]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("built without the wgpu backend"), "{err}");
     std::fs::write(dir.path().join("bad.json"), r#"{"forest": {"trees": 0}}"#).unwrap();
     let bad = lodestar(dir.path(), &["train", "--hyperparameters", "bad.json"], &[]);
     let err = String::from_utf8_lossy(&bad.stderr);

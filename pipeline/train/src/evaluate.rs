@@ -157,17 +157,10 @@ pub fn split_training(
             fold_names.into_iter().map(|v| v.join(" + ")).collect(),
         )
     } else {
-        let students: BTreeSet<i64> = rows.iter().map(|r| s.student[*r]).collect();
-        let mut students: Vec<i64> = students.into_iter().collect();
-        students.shuffle(&mut rng);
-        let k = MAX_FOLDS.min(students.len()).max(1);
-        let fold: std::collections::HashMap<i64, usize> = students
-            .iter()
-            .enumerate()
-            .map(|(i, st)| (*st, i % k))
-            .collect();
+        let fold_of_row = student_folds(s, &rows, &mut rng);
+        let k = fold_of_row.iter().max().map_or(1, |m| m + 1);
         (
-            rows.iter().map(|r| fold[&s.student[*r]]).collect(),
+            fold_of_row,
             (1..=k)
                 .map(|i| format!("part {i} of {k} of {}'s students", names.join(", ")))
                 .collect(),
@@ -188,6 +181,26 @@ pub fn split_training(
         presentations: names,
         fold_names,
     })
+}
+
+/// The calibration fold of each row when folds are cut by student: the distinct students
+/// (presentation, id) of `rows` in a seeded order, dealt to up to [`MAX_FOLDS`] folds.
+fn student_folds(s: &Snapshot, rows: &[usize], rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let key = |r: usize| (s.presentation[r], s.student[r]);
+    let mut students: Vec<(u32, i64)> = rows
+        .iter()
+        .map(|r| key(*r))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    students.shuffle(rng);
+    let k = MAX_FOLDS.min(students.len()).max(1);
+    let fold: std::collections::HashMap<(u32, i64), usize> = students
+        .into_iter()
+        .enumerate()
+        .map(|(i, st)| (st, i % k))
+        .collect();
+    rows.iter().map(|r| fold[&key(*r)]).collect()
 }
 
 /// A seeded `fraction` of the distinct students among `rows`.
@@ -476,13 +489,13 @@ pub fn train_families(
 /// Median raw value per input column, per week, among fit rows of students not at risk.
 fn reference(s: &Snapshot, source: &[usize], encoder: &Encoder, rows: &[usize]) -> Reference {
     let last = rows.iter().map(|r| s.week[*r]).max().unwrap_or(0) as usize;
+    // Rows of students not at risk, by week, in one pass.
+    let mut passing: Vec<Vec<usize>> = vec![Vec::new(); last + 1];
+    for r in rows.iter().filter(|r| s.label[**r] == Some(false)) {
+        passing[s.week[*r] as usize].push(*r);
+    }
     let mut by_week = Vec::with_capacity(last + 1);
-    for week in 0..=last {
-        let at: Vec<usize> = rows
-            .iter()
-            .copied()
-            .filter(|r| s.week[*r] as usize == week && s.label[*r] == Some(false))
-            .collect();
+    for at in &passing {
         let values = encoder
             .columns
             .iter()
@@ -772,24 +785,10 @@ pub fn evaluate(
                 .filter(|r| usable(s, *r, o.max_week))
                 .collect();
             let names = s.names(&ps);
-            let k = MAX_FOLDS;
-            let folds_of: std::collections::HashMap<(u32, i64), usize> = {
-                let mut students: Vec<(u32, i64)> = train
-                    .iter()
-                    .map(|r| (s.presentation[*r], s.student[*r]))
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                students.shuffle(&mut rng);
-                students
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, st)| (st, i % k))
-                    .collect()
-            };
-            let mut folds = vec![Vec::new(); k];
-            for (pos, r) in train.iter().enumerate() {
-                folds[folds_of[&(s.presentation[*r], s.student[*r])]].push(pos);
+            let fold_of_row = student_folds(s, &train, &mut rng);
+            let mut folds = vec![Vec::new(); MAX_FOLDS];
+            for (pos, f) in fold_of_row.iter().enumerate() {
+                folds[*f].push(pos);
             }
             folds.retain(|f| !f.is_empty());
             let rows = TrainingRows {

@@ -4,27 +4,42 @@
 
 use lodestar_domain::{Confusion, ReliabilityBin};
 
+/// Indexes of `p` in score order (highest first when `descending`) and the runs of equal scores
+/// in it, so tied predictions enter every curve together.
+fn tied_runs(p: &[f64], descending: bool) -> (Vec<usize>, Vec<std::ops::Range<usize>>) {
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    if descending {
+        order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
+    } else {
+        order.sort_by(|a, b| p[*a].total_cmp(&p[*b]));
+    }
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i + 1;
+        while j < order.len() && p[order[j]] == p[order[i]] {
+            j += 1;
+        }
+        runs.push(i..j);
+        i = j;
+    }
+    (order, runs)
+}
+
 /// Area under the ROC curve: the probability that a random at-risk student scores above a random
 /// other one, ties counting one half. NaN when either class is absent.
 pub fn roc_auc(p: &[f64], y: &[bool]) -> f64 {
-    let mut order: Vec<usize> = (0..p.len()).collect();
-    order.sort_by(|a, b| p[*a].total_cmp(&p[*b]));
+    let (order, runs) = tied_runs(p, false);
     let (mut rank_sum, mut positives) = (0.0, 0.0);
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && p[order[j + 1]] == p[order[i]] {
-            j += 1;
-        }
-        // Ranks i+1 ..= j+1 share their mean.
-        let mean_rank = (i + j + 2) as f64 / 2.0;
-        for k in &order[i..=j] {
+    for run in runs {
+        // Ranks start+1 ..= end share their mean.
+        let mean_rank = (run.start + run.end + 1) as f64 / 2.0;
+        for k in &order[run] {
             if y[*k] {
                 rank_sum += mean_rank;
                 positives += 1.0;
             }
         }
-        i = j + 1;
     }
     let negatives = p.len() as f64 - positives;
     if positives == 0.0 || negatives == 0.0 {
@@ -36,20 +51,14 @@ pub fn roc_auc(p: &[f64], y: &[bool]) -> f64 {
 /// Average precision: the mean, over at-risk students, of the precision at their score (tied
 /// scores enter together). NaN when there is no positive.
 pub fn pr_auc(p: &[f64], y: &[bool]) -> f64 {
-    let mut order: Vec<usize> = (0..p.len()).collect();
-    order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
     let total_pos = y.iter().filter(|v| **v).count() as f64;
     if total_pos == 0.0 {
         return f64::NAN;
     }
+    let (order, runs) = tied_runs(p, true);
     let (mut tp, mut seen, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && p[order[j + 1]] == p[order[i]] {
-            j += 1;
-        }
-        for k in &order[i..=j] {
+    for run in runs {
+        for k in &order[run] {
             seen += 1.0;
             if y[*k] {
                 tp += 1.0;
@@ -58,7 +67,6 @@ pub fn pr_auc(p: &[f64], y: &[bool]) -> f64 {
         let recall = tp / total_pos;
         ap += (recall - last_recall) * (tp / seen);
         last_recall = recall;
-        i = j + 1;
     }
     ap
 }
@@ -150,8 +158,6 @@ pub fn rates(c: &Confusion) -> (f64, f64, f64, f64) {
 
 /// The ROC curve as `[fpr, tpr]` points, thinned to at most `points` (plus both ends).
 pub fn roc_curve(p: &[f64], y: &[bool], points: usize) -> Vec<[f64; 2]> {
-    let mut order: Vec<usize> = (0..p.len()).collect();
-    order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
     let pos = y.iter().filter(|v| **v).count() as f64;
     let neg = p.len() as f64 - pos;
     if pos == 0.0 || neg == 0.0 {
@@ -160,19 +166,16 @@ pub fn roc_curve(p: &[f64], y: &[bool], points: usize) -> Vec<[f64; 2]> {
     let mut curve = vec![[0.0, 0.0]];
     let (mut tp, mut fp) = (0.0, 0.0);
     let step = (p.len() / points.max(1)).max(1);
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && p[order[j + 1]] == p[order[i]] {
-            j += 1;
-        }
-        for k in &order[i..=j] {
+    let (order, runs) = tied_runs(p, true);
+    for run in runs {
+        // The run's last index, as a position among the sorted scores.
+        let j = run.end - 1;
+        for k in &order[run] {
             if y[*k] { tp += 1.0 } else { fp += 1.0 }
         }
         if j + 1 == order.len() || (j / step) != ((j + 1) / step) {
             curve.push([fp / neg, tp / pos]);
         }
-        i = j + 1;
     }
     if curve.last() != Some(&[1.0, 1.0]) {
         curve.push([1.0, 1.0]);
@@ -182,21 +185,16 @@ pub fn roc_curve(p: &[f64], y: &[bool], points: usize) -> Vec<[f64; 2]> {
 
 /// The threshold maximising F1 on `p`, `y` (among the distinct scores; 0.5 when undefined).
 pub fn best_f1_threshold(p: &[f64], y: &[bool]) -> f64 {
-    let mut order: Vec<usize> = (0..p.len()).collect();
-    order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
     let pos = y.iter().filter(|v| **v).count() as f64;
     if pos == 0.0 {
         return 0.5;
     }
+    let (order, runs) = tied_runs(p, true);
     let (mut tp, mut seen) = (0.0, 0.0);
     let (mut best, mut best_t) = (-1.0, 0.5);
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && p[order[j + 1]] == p[order[i]] {
-            j += 1;
-        }
-        for k in &order[i..=j] {
+    for run in runs {
+        let score = p[order[run.start]];
+        for k in &order[run] {
             seen += 1.0;
             if y[*k] {
                 tp += 1.0;
@@ -205,9 +203,8 @@ pub fn best_f1_threshold(p: &[f64], y: &[bool]) -> f64 {
         let f1 = 2.0 * tp / (seen + pos);
         if f1 > best {
             best = f1;
-            best_t = p[order[i]];
+            best_t = score;
         }
-        i = j + 1;
     }
     best_t
 }

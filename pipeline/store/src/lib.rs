@@ -6,13 +6,15 @@
 mod artifacts;
 mod card;
 mod error;
+mod lease;
 mod ops;
 mod registry;
 
 pub use artifacts::{ArtifactRef, ArtifactStore};
 pub use card::model_card;
 pub use error::StoreError;
-pub use ops::{ApiToken, NewPrediction, PipelineRun, Prediction, StepRun, User};
+pub use lease::{Lease, LeaseHolder, LeaseRecord};
+pub use ops::{ApiToken, NewPrediction, NewRun, PipelineRun, Prediction, StepRun, User};
 pub use registry::{AliasMove, CHAMPION, ModelVersion, NewVersion, Promotion};
 
 use std::str::FromStr;

@@ -25,6 +25,14 @@ pub struct PipelineRun {
     pub error: Option<String>,
     /// Flagged for attention (e.g. drift above threshold).
     pub flagged: bool,
+    /// The cron slot it serves (RFC 3339), for scheduled runs.
+    pub scheduled_for: Option<String>,
+    /// The export it read.
+    pub export_dir: Option<String>,
+    /// The scheduler that ran it (`host:pid`).
+    pub holder: Option<String>,
+    /// What it did (JSON), once finished.
+    pub summary: Option<serde_json::Value>,
 }
 
 /// One attempt of one step of a run.
@@ -46,6 +54,25 @@ pub struct StepRun {
     pub output_hash: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End, once finished.
+    pub finished_at: Option<String>,
+    /// What it produced (JSON), once succeeded: what a cached rerun replays.
+    pub output: Option<serde_json::Value>,
+}
+
+/// A run to start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewRun<'a> {
+    /// `cron`, `catch-up`, `inbox`, `cli`, `api`.
+    pub trigger: &'a str,
+    /// The cron slot served (RFC 3339): a second run for the same slot is refused.
+    pub scheduled_for: Option<&'a str>,
+    /// The export read.
+    pub export_dir: Option<&'a str>,
+    /// Who runs it (`host:pid`).
+    pub holder: Option<&'a str>,
 }
 
 /// A prediction to store.
@@ -108,6 +135,18 @@ pub struct ApiToken {
     pub scopes: Vec<String>,
 }
 
+fn json_column(r: &AnyRow, column: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    let text: Option<String> = r.try_get(column)?;
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Invalid(format!("stored {column} is not JSON: {e}")))
+    })
+    .transpose()
+}
+
+const RUN_COLUMNS: &str = "id, trigger, status, started_at, finished_at, error, flagged, scheduled_for, export_dir, holder, summary_json";
+const STEP_COLUMNS: &str = "id, run_id, step, attempt, status, input_hash, output_hash, error, started_at, finished_at, output_json";
+
 fn run_from(r: &AnyRow) -> Result<PipelineRun, StoreError> {
     Ok(PipelineRun {
         id: r.try_get("id")?,
@@ -117,6 +156,10 @@ fn run_from(r: &AnyRow) -> Result<PipelineRun, StoreError> {
         finished_at: r.try_get("finished_at")?,
         error: r.try_get("error")?,
         flagged: r.try_get::<i64, _>("flagged")? != 0,
+        scheduled_for: r.try_get("scheduled_for")?,
+        export_dir: r.try_get("export_dir")?,
+        holder: r.try_get("holder")?,
+        summary: json_column(r, "summary_json")?,
     })
 }
 
@@ -130,6 +173,9 @@ fn step_from(r: &AnyRow) -> Result<StepRun, StoreError> {
         input_hash: r.try_get("input_hash")?,
         output_hash: r.try_get("output_hash")?,
         error: r.try_get("error")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        output: json_column(r, "output_json")?,
     })
 }
 
@@ -158,14 +204,25 @@ const PREDICTION_COLUMNS: &str = "id, model, version, code_module, code_presenta
      probability, tier, explanation_json, run_id, scored_at";
 
 impl Store {
-    /// Starts a pipeline run.
-    pub async fn start_run(&self, trigger: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query("INSERT INTO pipeline_runs (trigger, status, started_at) VALUES ($1, 'running', $2) RETURNING id")
-            .bind(trigger)
-            .bind(now())
-            .fetch_one(self.pool())
-            .await?;
-        Ok(row.try_get("id")?)
+    /// Starts a pipeline run; `None` when a run for the same cron slot already exists (another
+    /// replica, or an earlier start of this one, took it).
+    pub async fn start_run(&self, new: &NewRun<'_>) -> Result<Option<i64>, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO pipeline_runs (trigger, status, started_at, scheduled_for, export_dir, holder) \
+             VALUES ($1, 'running', $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(new.trigger)
+        .bind(now())
+        .bind(new.scheduled_for)
+        .bind(new.export_dir)
+        .bind(new.holder)
+        .fetch_one(self.pool())
+        .await;
+        match result {
+            Ok(row) => Ok(Some(row.try_get("id")?)),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records a run's end.
@@ -193,13 +250,53 @@ impl Store {
 
     /// One run.
     pub async fn run(&self, id: i64) -> Result<Option<PipelineRun>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, trigger, status, started_at, finished_at, error, flagged FROM pipeline_runs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
+        let sql = format!("SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(run_from).transpose()
+    }
+
+    /// The latest runs, newest first.
+    pub async fn runs(&self, limit: i64) -> Result<Vec<PipelineRun>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM pipeline_runs ORDER BY id DESC LIMIT $1");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(run_from).collect()
+    }
+
+    /// The latest cron slot any run served (RFC 3339).
+    pub async fn latest_scheduled_slot(&self) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT MAX(scheduled_for) AS slot FROM pipeline_runs")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("slot")?)
+    }
+
+    /// Marks runs (and their steps) still `running` as failed: called by the lease holder, so
+    /// they belong to a scheduler that stopped mid-run (killed, crashed, host lost). Returns
+    /// how many runs were closed.
+    pub async fn close_interrupted_runs(&self, by: &str) -> Result<u64, StoreError> {
+        let at = now();
+        let why = format!("interrupted: the scheduler stopped during this run (found by {by})");
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE step_runs SET status = 'failed', error = $1, finished_at = $2 WHERE status = 'running'")
+            .bind(&why)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(
+            "UPDATE pipeline_runs SET status = 'failed', error = $1, finished_at = $2 WHERE status = 'running'",
+        )
+        .bind(&why)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     /// Starts an attempt of a step.
@@ -224,22 +321,27 @@ impl Store {
         Ok(row.try_get("id")?)
     }
 
-    /// Records a step attempt's end.
+    /// Records a step attempt's end: `output` is what it produced (kept for the step cache),
+    /// `output_hash` its hash.
     pub async fn finish_step(
         &self,
         id: i64,
         status: &str,
+        output: Option<&serde_json::Value>,
         output_hash: Option<&str>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE step_runs SET status = $1, output_hash = $2, error = $3, finished_at = $4 WHERE id = $5")
-            .bind(status)
-            .bind(output_hash)
-            .bind(error)
-            .bind(now())
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE step_runs SET status = $1, output_json = $2, output_hash = $3, error = $4, finished_at = $5 WHERE id = $6",
+        )
+        .bind(status)
+        .bind(output.map(|v| v.to_string()))
+        .bind(output_hash)
+        .bind(error)
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
@@ -249,27 +351,50 @@ impl Store {
         step: &str,
         input_hash: &str,
     ) -> Result<Option<StepRun>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, run_id, step, attempt, status, input_hash, output_hash, error FROM step_runs \
-             WHERE step = $1 AND input_hash = $2 AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
-        )
-        .bind(step)
-        .bind(input_hash)
-        .fetch_optional(self.pool())
-        .await?;
+        let sql = format!(
+            "SELECT {STEP_COLUMNS} FROM step_runs \
+             WHERE step = $1 AND input_hash = $2 AND status = 'succeeded' ORDER BY id DESC LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(step)
+            .bind(input_hash)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(step_from).transpose()
     }
 
     /// Every step attempt of a run, in order.
     pub async fn steps(&self, run_id: i64) -> Result<Vec<StepRun>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, run_id, step, attempt, status, input_hash, output_hash, error FROM step_runs \
-             WHERE run_id = $1 ORDER BY id",
-        )
-        .bind(run_id)
-        .fetch_all(self.pool())
-        .await?;
+        let sql = format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = $1 ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run_id)
+            .fetch_all(self.pool())
+            .await?;
         rows.iter().map(step_from).collect()
+    }
+
+    /// Whether `version` of `model` already scored this presentation at this week (a rerun of
+    /// the scoring step after an interruption does not store the same predictions twice).
+    pub async fn has_predictions(
+        &self,
+        model: &str,
+        version: i64,
+        code_module: &str,
+        code_presentation: &str,
+        as_of_week: i64,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM predictions WHERE model = $1 AND version = $2 AND code_module = $3 \
+             AND code_presentation = $4 AND as_of_week = $5",
+        )
+        .bind(model)
+        .bind(version)
+        .bind(code_module)
+        .bind(code_presentation)
+        .bind(as_of_week)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
     /// Stores a batch of predictions in one transaction.

@@ -242,6 +242,25 @@ impl Store {
         version_from(&row)
     }
 
+    /// The version of `model` whose artifact has this SHA-256, if one is registered (so a
+    /// retried registration finds the version its first attempt made instead of adding another).
+    pub async fn version_with_artifact(
+        &self,
+        model: &str,
+        sha256: &str,
+    ) -> Result<Option<ModelVersion>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            version_columns!(),
+            " FROM model_versions WHERE model = $1 AND artifact_sha256 = $2 ORDER BY version LIMIT 1"
+        ))
+        .bind(model)
+        .bind(sha256)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(version_from).transpose()
+    }
+
     /// Every version of a model, oldest first.
     pub async fn versions(&self, model: &str) -> Result<Vec<ModelVersion>, StoreError> {
         let rows = sqlx::query(concat!(

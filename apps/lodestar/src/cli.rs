@@ -95,6 +95,78 @@ pub(crate) enum Command {
     /// Benchmarks that print figures: `lodestar bench ingest`.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The nightly pipeline (ingest → features → train → evaluate → register → gate → score →
+    /// drift → notify): run it now, see its status, its history, one run's steps.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+    /// The scheduler service: the cron schedule, the inbox folder, and the run status over HTTP.
+    Scheduler(ServeArgs),
+    /// Every service in one process on the embedded default (the scheduler and its status API;
+    /// the prediction API and the dashboard join as they land).
+    Up(ServeArgs),
+    /// From a fresh clone: ingest data-samples/, train, register and promote, score, then serve.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PipelineCommand {
+    /// Run the pipeline now, with a live display of each step.
+    Run(PipelineRunArgs),
+    /// Who holds the pipeline lease, the run in progress, the last run, the next slot.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The latest runs.
+    History {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: every attempt of every step, hashes, errors, gate, scores, drift.
+    Show {
+        /// Run id.
+        run: i64,
+        /// Print JSON (with each step's recorded output).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PipelineRunArgs {
+    /// The export to read (default: pipeline.export in the configuration file).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) export: Option<PathBuf>,
+    /// Run every step, even those whose inputs match a finished step.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "LODESTAR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// The export the demo runs on.
+    #[arg(long, value_name = "DIR", default_value = "data-samples/oulad")]
+    pub(crate) export: PathBuf,
+    /// Stop after the pipeline run instead of serving.
+    #[arg(long)]
+    pub(crate) no_serve: bool,
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]

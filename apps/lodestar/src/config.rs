@@ -29,6 +29,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     artifact_store: Option<String>,
     prediction_retention_days: Option<u32>,
+    pipeline: Option<lodestar_scheduler::PipelineConfig>,
 }
 
 /// Where a value came from.
@@ -156,6 +157,10 @@ pub(crate) struct Config {
     pub(crate) prediction_retention_days: Setting<u32>,
     /// Synthetic and landed exports.
     pub(crate) export_dir: Setting<PathBuf>,
+    /// The `[pipeline]` table (schedule, inbox, model, gate, drift, webhook, retries); its
+    /// webhook URL may carry a secret, so `lodestar config` shows only the schedule.
+    #[serde(skip)]
+    pub(crate) pipeline: Setting<lodestar_scheduler::PipelineConfig>,
 }
 
 fn cli_source(matches: &ArgMatches, id: &str, flag: &str, env: &str) -> Source {
@@ -321,7 +326,19 @@ impl Config {
             value: data_dir.value.join(name),
             source: Source::DataDir,
         };
+        let pipeline = layer(
+            None,
+            || Source::Default,
+            file.pipeline,
+            file_path,
+            lodestar_scheduler::PipelineConfig::default,
+        );
+        pipeline
+            .value
+            .validate()
+            .with_context(|| format!("the [pipeline] configuration (from {})", pipeline.source))?;
         Ok(Config {
+            pipeline,
             snapshot_dir: under("snapshots"),
             artifact_store,
             prediction_retention_days,
@@ -357,7 +374,8 @@ impl Config {
             || format!("none ({DEFAULT_CONFIG_FILE} not found)"),
             |p| p.display().to_string(),
         );
-        let rows: [(&str, String, &Source); 8] = [
+        let p = &self.pipeline.value;
+        let rows: [(&str, String, &Source); 9] = [
             (
                 "data_dir",
                 self.data_dir.value.display().to_string(),
@@ -393,6 +411,18 @@ impl Config {
                 "export_dir",
                 self.export_dir.value.display().to_string(),
                 &self.export_dir.source,
+            ),
+            (
+                "pipeline",
+                format!(
+                    "{} ({}), model {} ({}), webhook {}",
+                    p.schedule,
+                    p.timezone,
+                    p.model,
+                    p.family,
+                    if p.webhook.is_some() { "set" } else { "none" }
+                ),
+                &self.pipeline.source,
             ),
         ];
         let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);

@@ -6,6 +6,7 @@ mod config;
 mod generate;
 mod ingest;
 mod models;
+mod pipeline;
 mod train;
 
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ fn main() -> ExitCode {
             Command::Train(args) => train::train(&config, args),
             Command::Models(command) => models::run(&config, command),
             Command::Bench(cli::BenchCommand::Ingest(args)) => bench::run_ingest(&config, args),
+            Command::Pipeline(command) => pipeline::run(&config, command),
+            Command::Scheduler(args) | Command::Up(args) => pipeline::up(&config, args),
+            Command::Demo(args) => pipeline::demo(&config, args),
         }
     });
     match result {

@@ -66,38 +66,7 @@ fn protocol(s: &Snapshot, args: &ModelArgs) -> anyhow::Result<Protocol> {
             test_fraction: fraction,
         });
     }
-    let mut codes: Vec<&str> = s
-        .presentations
-        .iter()
-        .map(|p| p.split_once('-').map_or(p.as_str(), |(_, c)| c))
-        .collect();
-    codes.sort_unstable();
-    codes.dedup();
-    let test = if args.test.is_empty() {
-        match codes.last() {
-            Some(c) if codes.len() >= 2 => vec![(*c).to_owned()],
-            _ => bail!(
-                "the snapshot has one presentation code only ({}); name --train and --test presentations, or use --random-split",
-                codes.join(", ")
-            ),
-        }
-    } else {
-        args.test.clone()
-    };
-    let train = if args.train.is_empty() {
-        let latest = test.iter().max().cloned().unwrap_or_default();
-        codes
-            .iter()
-            .filter(|c| **c < latest.as_str() && !test.iter().any(|t| t == *c))
-            .map(|c| (*c).to_owned())
-            .collect()
-    } else {
-        args.train.clone()
-    };
-    if train.is_empty() {
-        bail!("no presentation precedes the test presentations: name --train explicitly");
-    }
-    Ok(Protocol::Temporal { train, test })
+    Ok(Protocol::temporal(s, &args.train, &args.test)?)
 }
 
 fn options(args: &ModelArgs) -> anyhow::Result<TrainOptions> {

@@ -724,22 +724,17 @@ fn max_gap(r: &EvaluationReport, week: u16, f: fn(&SubgroupGaps) -> f64) -> f64 
         .fold(0.0, f64::max)
 }
 
-/// Splits, trains every family in `families`, evaluates each at `weeks`, and for the best one
-/// measures what including protected attributes changes (when `compare_protected`).
-pub fn evaluate(
-    s: &Snapshot,
-    protocol: &Protocol,
-    families: &[ModelFamily],
-    weeks: &[u16],
-    o: &TrainOptions,
-    compare_protected: bool,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Evaluation, TrainError> {
-    if families.is_empty() || weeks.is_empty() {
-        return Err(TrainError::Config(
-            "name at least one model and one week".into(),
-        ));
-    }
+/// Training and test rows of a protocol.
+struct Split {
+    rows: TrainingRows,
+    test_rows: Vec<usize>,
+    description: String,
+    train_names: Vec<String>,
+    test_names: Vec<String>,
+    random: bool,
+}
+
+fn split(s: &Snapshot, protocol: &Protocol, o: &TrainOptions) -> Result<Split, TrainError> {
     let (rows, test_rows, description, train_names, test_names, random) = match protocol {
         Protocol::Temporal { train, test } => {
             let tr = s.select_presentations(train)?;
@@ -807,6 +802,159 @@ pub fn evaluate(
             (rows, test_rows, d, names.clone(), names, true)
         }
     };
+    Ok(Split {
+        rows,
+        test_rows,
+        description,
+        train_names,
+        test_names,
+        random,
+    })
+}
+
+impl Protocol {
+    /// A temporal protocol over the snapshot's presentation codes (e.g. `2013B`): `test` by
+    /// default the latest code, `train` by default every code before the latest tested one.
+    pub fn temporal(
+        s: &Snapshot,
+        train: &[String],
+        test: &[String],
+    ) -> Result<Protocol, TrainError> {
+        let mut codes: Vec<&str> = s
+            .presentations
+            .iter()
+            .map(|p| p.split_once('-').map_or(p.as_str(), |(_, c)| c))
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        let test: Vec<String> = if test.is_empty() {
+            match codes.last() {
+                Some(c) if codes.len() >= 2 => vec![(*c).to_owned()],
+                _ => {
+                    return Err(TrainError::Config(format!(
+                        "the snapshot has one presentation code only ({}); name the training and test presentations, or use a random split",
+                        codes.join(", ")
+                    )));
+                }
+            }
+        } else {
+            test.to_vec()
+        };
+        let train: Vec<String> = if train.is_empty() {
+            let latest = test.iter().max().cloned().unwrap_or_default();
+            codes
+                .iter()
+                .filter(|c| **c < latest.as_str() && !test.iter().any(|t| t == *c))
+                .map(|c| (*c).to_owned())
+                .collect()
+        } else {
+            train.to_vec()
+        };
+        if train.is_empty() {
+            return Err(TrainError::Config(
+                "no presentation precedes the test presentations: name the training ones".into(),
+            ));
+        }
+        Ok(Protocol::Temporal { train, test })
+    }
+}
+
+/// Trains `family` on the training rows of `protocol` (the train step of the nightly pipeline;
+/// [`evaluate_artifact`] is its evaluation).
+pub fn train_for(
+    s: &Snapshot,
+    protocol: &Protocol,
+    family: ModelFamily,
+    o: &TrainOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Trained, TrainError> {
+    let sp = split(s, protocol, o)?;
+    let mut t = train_families(s, &[family], &sp.rows, o, progress)?;
+    Ok(t.remove(0))
+}
+
+/// The snapshot column of each of an artifact's input columns, matched by name.
+pub fn source_columns(s: &Snapshot, a: &Artifact) -> Result<Vec<usize>, TrainError> {
+    a.encoder
+        .columns
+        .iter()
+        .map(|c| {
+            s.schema
+                .features
+                .iter()
+                .position(|f| f.name == c.name)
+                .ok_or_else(|| {
+                    TrainError::Snapshot(format!(
+                        "snapshot {} has no feature {:?}, which the model needs",
+                        s.id, c.name
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Evaluates a trained artifact on the test rows of `protocol` at each week (with the same
+/// split [`train_for`] used, given the same options).
+pub fn evaluate_artifact(
+    s: &Snapshot,
+    a: &Artifact,
+    protocol: &Protocol,
+    weeks: &[u16],
+    o: &TrainOptions,
+) -> Result<EvaluationReport, TrainError> {
+    if weeks.is_empty() {
+        return Err(TrainError::Config("name at least one week".into()));
+    }
+    let sp = split(s, protocol, o)?;
+    let t = Trained {
+        source: source_columns(s, a)?,
+        artifact: a.clone(),
+        fit_seconds: 0.0,
+        calibration_seconds: 0.0,
+    };
+    let mut report = report_for(
+        s,
+        &t,
+        &sp.test_rows,
+        weeks,
+        sp.description,
+        sp.train_names,
+        sp.test_names,
+    );
+    if sp.random {
+        report.notes.insert(
+            0,
+            "Random split: for comparison only; expect lower accuracy on a later presentation."
+                .into(),
+        );
+    }
+    Ok(report)
+}
+
+/// Splits, trains every family in `families`, evaluates each at `weeks`, and for the best one
+/// measures what including protected attributes changes (when `compare_protected`).
+pub fn evaluate(
+    s: &Snapshot,
+    protocol: &Protocol,
+    families: &[ModelFamily],
+    weeks: &[u16],
+    o: &TrainOptions,
+    compare_protected: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Evaluation, TrainError> {
+    if families.is_empty() || weeks.is_empty() {
+        return Err(TrainError::Config(
+            "name at least one model and one week".into(),
+        ));
+    }
+    let Split {
+        rows,
+        test_rows,
+        description,
+        train_names,
+        test_names,
+        random,
+    } = split(s, protocol, o)?;
     let trained = train_families(s, families, &rows, o, progress)?;
     let mut results = Vec::new();
     for t in trained {

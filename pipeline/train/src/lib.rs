@@ -8,7 +8,9 @@
 //! - [`evaluate`]: the temporal protocol (train on earlier presentations, calibrate on held-out
 //!   training presentations, test on later ones, per as-of week on students still registered),
 //!   fairness by protected subgroup, and the artifact with its lineage.
+//! - [`batch`]: scoring tonight's students with explanations; feature drift (PSI).
 
+pub mod batch;
 pub mod data;
 pub mod evaluate;
 pub mod fit;
@@ -18,7 +20,10 @@ mod mlp;
 use std::path::PathBuf;
 
 pub use data::Snapshot;
-pub use evaluate::{Evaluation, Protocol, TrainOptions, evaluate, train};
+pub use evaluate::{
+    Evaluation, Protocol, TrainOptions, evaluate, evaluate_artifact, source_columns, train,
+    train_for,
+};
 pub use fit::{Design, Hyperparameters, TrainDevice, fit};
 
 /// What can go wrong training or evaluating.

@@ -1,0 +1,524 @@
+//! `lodestar pipeline …`, `lodestar scheduler`, `lodestar up` and `lodestar demo`: the nightly
+//! pipeline from the command line with a live display per step, and the services that run it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use lodestar_scheduler::service::{Folders, router, run_json, run_scheduler, step_json};
+use lodestar_scheduler::{Event, Outcome, Pipeline, PipelineConfig, Trigger, schedule};
+use lodestar_store::{PipelineRun, Store};
+use serde_json::{Value, json};
+
+use crate::cli::{DemoArgs, PipelineCommand, ServeArgs};
+use crate::config::Config;
+use crate::models::{artifacts, connect};
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn pipeline(config: &Config, pipeline: PipelineConfig) -> anyhow::Result<Arc<Pipeline>> {
+    let store = connect(config).await?;
+    Ok(Arc::new(Pipeline::new(
+        store,
+        artifacts(config)?,
+        config.snapshot_dir.value.clone(),
+        pipeline,
+    )?))
+}
+
+/// The live display: one line per step event, with the time since the run started.
+fn display() -> impl Fn(&Event) + Send + Sync {
+    let started = Instant::now();
+    move |e: &Event| {
+        let t = started.elapsed().as_secs_f64();
+        match e {
+            Event::RunStarted { run } => eprintln!("[{t:>7.1} s] run {run} started"),
+            Event::StepStarted { step, attempt } if *attempt > 1 => {
+                eprintln!("[{t:>7.1} s] {step:<9} running (attempt {attempt})")
+            }
+            Event::StepStarted { step, .. } => eprintln!("[{t:>7.1} s] {step:<9} running"),
+            Event::StepCached { step, from_run } => {
+                eprintln!("[{t:>7.1} s] {step:<9} cached (same inputs as run {from_run})")
+            }
+            Event::StepSucceeded { step, seconds } => {
+                eprintln!("[{t:>7.1} s] {step:<9} done in {seconds:.1} s")
+            }
+            Event::StepFailed {
+                step,
+                attempt,
+                error,
+                retry_in,
+            } => match retry_in {
+                Some(wait) => eprintln!(
+                    "[{t:>7.1} s] {step:<9} attempt {attempt} failed: {error}; retrying in {:.1} s",
+                    wait.as_secs_f64()
+                ),
+                None => eprintln!("[{t:>7.1} s] {step:<9} FAILED: {error}"),
+            },
+            Event::StepSkipped { step } => {
+                eprintln!("[{t:>7.1} s] {step:<9} skipped (an earlier step failed)")
+            }
+        }
+    }
+}
+
+/// What a finished run did, in a few lines.
+fn print_summary(summary: &Value) {
+    if let Some(r) = summary.get("registered").filter(|r| !r.is_null()) {
+        println!(
+            "registered: {} version {}{}",
+            r["model"].as_str().unwrap_or("?"),
+            r["version"],
+            if r["existing"] == json!(true) {
+                " (already registered)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(g) = summary.get("gate").filter(|g| !g.is_null()) {
+        let verdict = if g["promoted"] == json!(true) {
+            format!("version {} promoted to champion", g["candidate"])
+        } else {
+            format!("champion stays version {}", g["champion"])
+        };
+        let reasons: Vec<&str> = g["reasons"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!("gate: {verdict}: {}", reasons.join("; "));
+    }
+    if let Some(s) = summary.get("score").filter(|s| !s.is_null()) {
+        let tiers = &s["by_tier"];
+        println!(
+            "scored: {} predictions by version {} (high {}, medium {}, low {}) at {}{}",
+            s["stored"],
+            s["version"],
+            tiers["high"],
+            tiers["medium"],
+            tiers["low"],
+            s["weeks"]
+                .as_object()
+                .map(|w| w
+                    .iter()
+                    .map(|(p, wk)| format!("{p} week {wk}"))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default(),
+            match s["already_scored"].as_array() {
+                Some(a) if !a.is_empty() => format!(" ({} already scored)", a.len()),
+                _ => String::new(),
+            }
+        );
+    }
+    if let Some(d) = summary.get("drift").filter(|d| !d.is_null()) {
+        if let Some(note) = d["note"].as_str() {
+            println!("drift: {note}");
+        } else {
+            let top: Vec<String> = d["top"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .take(3)
+                        .map(|f| {
+                            format!(
+                                "{} {:.3}",
+                                f["feature"].as_str().unwrap_or("?"),
+                                f["psi"].as_f64().unwrap_or(f64::NAN)
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!(
+                "drift: max PSI {:.3}{} (highest: {})",
+                d["max_psi"].as_f64().unwrap_or(f64::NAN),
+                if d["flagged"] == json!(true) {
+                    ", FLAGGED"
+                } else {
+                    ""
+                },
+                top.join(", ")
+            );
+        }
+    }
+}
+
+async fn run_once(
+    p: &Arc<Pipeline>,
+    trigger: &Trigger,
+    json_out: bool,
+) -> anyhow::Result<Option<i64>> {
+    let outcome = p.run(trigger, &display()).await?;
+    match outcome {
+        Outcome::Finished {
+            run,
+            status,
+            error,
+            flagged,
+            summary,
+        } => {
+            if json_out {
+                let doc = json!({"run": run, "status": status, "error": error, "flagged": flagged, "summary": summary});
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!(
+                    "\nrun {run} {status}{}",
+                    if flagged { " (flagged: drift)" } else { "" }
+                );
+                print_summary(&summary);
+                println!("details: lodestar pipeline show {run}");
+            }
+            if status != "succeeded" {
+                bail!(
+                    "run {run} failed: {}",
+                    error.unwrap_or_else(|| "see lodestar pipeline show".into())
+                );
+            }
+            Ok(Some(run))
+        }
+        Outcome::Busy { holder } => bail!(
+            "another scheduler ({}) is running the pipeline; see `lodestar pipeline status`",
+            holder.unwrap_or_else(|| "unknown".into())
+        ),
+        Outcome::AlreadyServed { slot } => {
+            println!("slot {slot} was already served");
+            Ok(None)
+        }
+    }
+}
+
+/// `lodestar pipeline …`.
+pub(crate) fn run(config: &Config, command: &PipelineCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        match command {
+            PipelineCommand::Run(args) => {
+                let p = pipeline(config, config.pipeline.value.clone()).await?;
+                let trigger = Trigger {
+                    kind: "cli".into(),
+                    slot: None,
+                    export: args.export.clone(),
+                    no_cache: args.no_cache,
+                };
+                run_once(&p, &trigger, args.json).await.map(|_| ())
+            }
+            PipelineCommand::Status { json } => status(config, *json).await,
+            PipelineCommand::History { limit, json } => {
+                let store = connect(config).await?;
+                history(&store, *limit, *json).await
+            }
+            PipelineCommand::Show { run, json } => {
+                let store = connect(config).await?;
+                show(&store, *run, *json).await
+            }
+        }
+    })
+}
+
+fn seconds_between(a: &str, b: Option<&str>) -> Option<f64> {
+    let a = chrono::DateTime::parse_from_rfc3339(a).ok()?;
+    let b = chrono::DateTime::parse_from_rfc3339(b?).ok()?;
+    Some((b - a).num_milliseconds() as f64 / 1000.0)
+}
+
+fn duration_text(r: &PipelineRun) -> String {
+    seconds_between(&r.started_at, r.finished_at.as_deref())
+        .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"))
+}
+
+async fn status(config: &Config, json_out: bool) -> anyhow::Result<()> {
+    let store = connect(config).await?;
+    let lease = store.lease_record().await?;
+    let runs = store.runs(20).await?;
+    let running = runs.iter().find(|r| r.status == "running");
+    let current_step = match running {
+        Some(r) => store
+            .steps(r.id)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|s| s.status == "running")
+            .map(|s| s.step),
+        None => None,
+    };
+    let last = runs.iter().find(|r| r.status != "running");
+    let p = &config.pipeline.value;
+    let next = schedule::next_slot(&p.cron()?, p.tz()?, chrono::Utc::now());
+    let inbox = inbox_dir(config);
+    let waiting = lodestar_scheduler::inbox::ready_exports(&inbox, p.inbox_require_marker)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    if json_out {
+        let doc = json!({
+            "lease": {"holder": lease.holder, "acquired_at": lease.acquired_at, "heartbeat_at": lease.heartbeat_at},
+            "running": running.map(run_json), "current_step": current_step,
+            "last": last.map(run_json), "next_slot": next.map(schedule::slot_text),
+            "schedule": p.schedule, "timezone": p.timezone,
+            "inbox": inbox, "exports_waiting": waiting,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    match (&lease.holder, running) {
+        (Some(h), Some(r)) => println!(
+            "running: run {} ({}), step {}, on {h} since {}",
+            r.id,
+            r.trigger,
+            current_step.as_deref().unwrap_or("-"),
+            r.started_at
+        ),
+        (Some(h), None) => println!("lease held by {h} (starting a run)"),
+        (None, Some(r)) => println!(
+            "run {} is marked running but no scheduler holds the lease: it was interrupted and the next run closes it",
+            r.id
+        ),
+        (None, None) => println!("idle: no run in progress"),
+    }
+    match last {
+        Some(r) => println!(
+            "last run: {} {} ({}, {}, {}){}",
+            r.id,
+            r.status,
+            r.trigger,
+            r.started_at,
+            duration_text(r),
+            r.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+        None => println!("last run: none yet"),
+    }
+    println!(
+        "schedule: {} ({}), next slot {}",
+        p.schedule,
+        p.timezone,
+        next.map(schedule::slot_text)
+            .unwrap_or_else(|| "none".into())
+    );
+    println!("inbox: {} ({waiting} export(s) waiting)", inbox.display());
+    Ok(())
+}
+
+async fn history(store: &Store, limit: i64, json_out: bool) -> anyhow::Result<()> {
+    let runs = store.runs(limit).await?;
+    if json_out {
+        let doc: Vec<Value> = runs.iter().map(run_json).collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    if runs.is_empty() {
+        println!("no runs yet: `lodestar pipeline run --export DIR` starts one");
+        return Ok(());
+    }
+    println!(
+        "{:>5}  {:<9} {:<10} {:<24} {:>9}  {:<7} error",
+        "run", "trigger", "status", "started", "took", "flagged"
+    );
+    for r in &runs {
+        println!(
+            "{:>5}  {:<9} {:<10} {:<24} {:>9}  {:<7} {}",
+            r.id,
+            r.trigger,
+            r.status,
+            r.started_at,
+            duration_text(r),
+            if r.flagged { "yes" } else { "" },
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+async fn show(store: &Store, id: i64, json_out: bool) -> anyhow::Result<()> {
+    let Some(r) = store.run(id).await? else {
+        bail!("no run {id}: `lodestar pipeline history` lists them");
+    };
+    let steps = store.steps(id).await?;
+    if json_out {
+        let mut doc = run_json(&r);
+        doc["steps"] = steps
+            .iter()
+            .map(|s| {
+                let mut v = step_json(s);
+                v["output"] = s.output.clone().unwrap_or(Value::Null);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "run {} {} ({}{}), started {}, took {}{}",
+        r.id,
+        r.status,
+        r.trigger,
+        r.scheduled_for
+            .as_deref()
+            .map(|s| format!(" for slot {s}"))
+            .unwrap_or_default(),
+        r.started_at,
+        duration_text(&r),
+        if r.flagged { ", FLAGGED" } else { "" }
+    );
+    if let Some(e) = &r.export_dir {
+        println!("export: {e}");
+    }
+    if let Some(e) = &r.error {
+        println!("error: {e}");
+    }
+    println!(
+        "\n{:<9} {:>7} {:<9} {:>8}  {:<12} {:<12} error",
+        "step", "attempt", "status", "seconds", "inputs", "outputs"
+    );
+    for s in &steps {
+        let short = |h: &Option<String>| {
+            h.as_deref()
+                .map_or("-", |h| &h[..h.len().min(12)])
+                .to_owned()
+        };
+        println!(
+            "{:<9} {:>7} {:<9} {:>8}  {:<12} {:<12} {}",
+            s.step,
+            s.attempt,
+            s.status,
+            seconds_between(&s.started_at, s.finished_at.as_deref())
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
+            short(&s.input_hash),
+            short(&s.output_hash),
+            s.error.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(summary) = &r.summary {
+        println!();
+        print_summary(summary);
+    }
+    Ok(())
+}
+
+fn inbox_dir(config: &Config) -> PathBuf {
+    config
+        .pipeline
+        .value
+        .inbox
+        .clone()
+        .unwrap_or_else(|| config.data_dir.value.join("inbox"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Serves the status API and runs the scheduler until SIGINT or SIGTERM.
+async fn serve(config: &Config, p: Arc<Pipeline>, args: &ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {} (--listen, LODESTAR_LISTEN)", args.listen))?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    println!("serving on {base}");
+    println!("  {base}/healthz            liveness");
+    println!("  {base}/readyz             readiness (store reachable)");
+    println!("  {base}/v1/pipeline/runs   pipeline runs (JSON)");
+    println!(
+        "scheduler: {} ({}); inbox {}",
+        p.config.schedule,
+        p.config.timezone,
+        inbox_dir(config).display()
+    );
+    println!("stop with Ctrl-C");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http = axum::serve(listener, router(p.store.clone())).with_graceful_shutdown({
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    });
+    let folders = Folders {
+        inbox: inbox_dir(config),
+        landed: config.export_dir.value.clone(),
+    };
+    let scheduler = run_scheduler(p, folders, {
+        let mut rx = stop_rx;
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    });
+    let signal = async move {
+        shutdown_signal().await;
+        eprintln!("shutting down: finishing in-flight requests and the current run");
+        let _ = stop_tx.send(true);
+    };
+    let (http, scheduler, ()) = tokio::join!(http, scheduler, signal);
+    http.context("the HTTP server")?;
+    scheduler?;
+    Ok(())
+}
+
+/// `lodestar scheduler` and `lodestar up`.
+pub(crate) fn up(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let p = pipeline(config, config.pipeline.value.clone()).await?;
+        serve(config, p, args).await
+    })
+}
+
+/// `lodestar demo`.
+pub(crate) fn demo(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
+    if !args.export.is_dir() {
+        bail!(
+            "the demo export {} is missing: run `lodestar demo` from the repository root, or pass --export DIR",
+            args.export.display()
+        );
+    }
+    runtime()?.block_on(async {
+        let mut settings = config.pipeline.value.clone();
+        settings.export = Some(args.export.clone());
+        // The sample is one module's slice: its regions and IMD bands hold 30 to 60 students,
+        // too few for a subgroup gap to mean anything, so the demo's gate checks ranking and
+        // calibration only. Real data keeps the configured limit.
+        settings.gate.max_fairness_gap = f64::INFINITY;
+        settings.gate.max_ece = settings.gate.max_ece.max(0.2);
+        let p = pipeline(config, settings).await?;
+        println!(
+            "demo: running the pipeline on {} into {}",
+            args.export.display(),
+            config.data_dir.value.display()
+        );
+        println!(
+            "demo gate: ROC AUC not below the champion's, ECE at most {:.2}; subgroup gaps reported, not gated (the sample's subgroups are too small)",
+            p.config.gate.max_ece
+        );
+        let trigger = Trigger::on_demand("demo");
+        run_once(&p, &trigger, false).await?;
+        if args.no_serve {
+            return Ok(());
+        }
+        println!();
+        serve(config, p, &args.serve).await
+    })
+}

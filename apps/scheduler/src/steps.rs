@@ -1,0 +1,608 @@
+//! What each step of [`crate::dag::PIPELINE`] does. A step reads its upstream steps' recorded
+//! outputs and returns its own as JSON (what the run records and the step cache replays).
+//! Every side effect is either invisible until it is complete (snapshots staged then renamed,
+//! artifacts named by their hash, predictions in one transaction) or idempotent (a retried
+//! registration finds the version its first attempt made; a presentation already scored by the
+//! same version at the same week is not scored twice), so a step killed at any point can rerun.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lodestar_domain::{EvaluationReport, RiskTier};
+use lodestar_ingest::snapshot::snapshot_id;
+use lodestar_ingest::{IngestOptions, ingest};
+use lodestar_model::Artifact;
+use lodestar_store::{ArtifactRef, CHAMPION, NewPrediction, NewVersion, Promotion, StoreError};
+use lodestar_train::batch::{FeatureDrift, current_rows, population_stability, score_rows};
+use lodestar_train::{Protocol, Snapshot, TrainOptions, evaluate_artifact, train_for};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Pipeline;
+
+/// Outputs of the steps a step reads, by step name.
+pub type Inputs = BTreeMap<&'static str, Value>;
+
+/// Why a step failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    /// What went wrong.
+    pub message: String,
+    /// A decision or a configuration problem: retrying gives the same answer.
+    pub permanent: bool,
+}
+
+impl StepError {
+    /// A failure no retry can mend.
+    pub fn permanent(message: impl Into<String>) -> StepError {
+        StepError {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        StepError {
+            message,
+            permanent: false,
+        }
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
+
+type StepResult = Result<Value, StepError>;
+
+/// The run a step belongs to.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// Run id.
+    pub id: i64,
+    /// The export read.
+    pub export: PathBuf,
+    /// What happened to every earlier step (status and error), for the always-run steps.
+    pub so_far: Value,
+}
+
+/// An artifact's place, as recorded in step outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactOut {
+    /// URI.
+    pub uri: String,
+    /// SHA-256.
+    pub sha256: String,
+    /// Size.
+    pub bytes: i64,
+}
+
+impl From<&ArtifactOut> for ArtifactRef {
+    fn from(a: &ArtifactOut) -> Self {
+        ArtifactRef {
+            uri: a.uri.clone(),
+            sha256: a.sha256.clone(),
+            bytes: a.bytes,
+        }
+    }
+}
+
+/// `features` output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeaturesOut {
+    /// Snapshot id.
+    pub snapshot_id: String,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Feature rows.
+    pub feature_rows: u64,
+    /// Rows quarantined.
+    pub quarantined_rows: u64,
+    /// Presentations.
+    pub presentations: Vec<String>,
+    /// An identical snapshot existed.
+    pub reused: bool,
+}
+
+/// `train` output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOut {
+    /// The artifact (stored, not yet registered).
+    pub artifact: ArtifactOut,
+    /// Protocol it was trained under.
+    pub protocol: Protocol,
+    /// Seconds fitting the served model.
+    pub fit_seconds: f64,
+    /// Seconds fitting the calibration folds.
+    pub calibration_seconds: f64,
+}
+
+/// `register` output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterOut {
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: i64,
+    /// The version existed already (a retried registration).
+    pub existing: bool,
+}
+
+/// `gate` output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GateOut {
+    /// Model.
+    pub model: String,
+    /// The candidate.
+    pub candidate: i64,
+    /// The champion after the gate.
+    pub champion: i64,
+    /// Whether the candidate was promoted now.
+    pub promoted: bool,
+    /// Why.
+    pub reasons: Vec<String>,
+}
+
+/// `score` output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreOut {
+    /// Model version that scored.
+    pub version: i64,
+    /// Predictions stored.
+    pub stored: u64,
+    /// Students per tier.
+    pub by_tier: BTreeMap<String, u64>,
+    /// As-of week per presentation.
+    pub weeks: BTreeMap<String, u16>,
+    /// Presentations this version had already scored at that week.
+    pub already_scored: Vec<String>,
+}
+
+/// `drift` output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DriftOut {
+    /// The champion's training snapshot.
+    pub reference: String,
+    /// Tonight's.
+    pub current: String,
+    /// Threshold.
+    pub threshold: f64,
+    /// Highest index.
+    pub max_psi: f64,
+    /// Above the threshold.
+    pub flagged: bool,
+    /// Why there is no comparison, when there is none.
+    pub note: Option<String>,
+    /// Per feature, highest first.
+    pub features: Vec<FeatureDrift>,
+}
+
+fn input<T: DeserializeOwned>(inputs: &Inputs, step: &str) -> Result<T, StepError> {
+    let v = inputs
+        .get(step)
+        .ok_or_else(|| format!("the output of {step} is missing"))?;
+    Ok(serde_json::from_value(v.clone())
+        .map_err(|e| format!("the output of {step} is unreadable: {e}"))?)
+}
+
+fn to_json<T: Serialize>(v: &T) -> StepResult {
+    Ok(serde_json::to_value(v).map_err(|e| e.to_string())?)
+}
+
+fn store_err(e: StoreError) -> String {
+    e.to_string()
+}
+
+/// Runs CPU work off the async threads; a panic in it comes back as an error.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StepError> + Send + 'static,
+) -> Result<T, StepError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("panicked: {}", crate::runner::panic_message(e)))?
+}
+
+fn protocol(s: &Snapshot, train: &[String], test: &[String]) -> Result<Protocol, StepError> {
+    Protocol::temporal(s, train, test).map_err(|e| StepError::permanent(e.to_string()))
+}
+
+fn train_options(p: &Pipeline) -> TrainOptions {
+    TrainOptions {
+        seed: p.config.seed,
+        ..TrainOptions::default()
+    }
+}
+
+fn read_snapshot(dir: &Path) -> Result<Snapshot, StepError> {
+    Ok(Snapshot::read(dir).map_err(|e| e.to_string())?)
+}
+
+/// Runs step `name`.
+pub async fn execute(
+    p: Arc<Pipeline>,
+    run: RunContext,
+    name: &'static str,
+    inputs: Inputs,
+) -> StepResult {
+    match name {
+        "ingest" => ingest_step(&p, &run).await,
+        "features" => features_step(&p, &run).await,
+        "train" => train_step(&p, &inputs).await,
+        "evaluate" => evaluate_step(&p, &inputs).await,
+        "register" => register_step(&p, &run, &inputs).await,
+        "gate" => gate_step(&p, &run, &inputs).await,
+        "score" => score_step(&p, &run, &inputs).await,
+        "drift" => drift_step(&p, &inputs).await,
+        "notify" => notify_step(&p, &run, &inputs).await,
+        other => Err(StepError::permanent(format!("no step named {other}"))),
+    }
+}
+
+/// Whether a cached output still stands (the files it names are still there).
+pub fn still_valid(name: &str, output: &Value) -> bool {
+    match name {
+        "features" => serde_json::from_value::<FeaturesOut>(output.clone()).is_ok_and(|f| {
+            f.dir
+                .join(lodestar_ingest::snapshot::MANIFEST_FILE)
+                .is_file()
+        }),
+        _ => true,
+    }
+}
+
+async fn ingest_step(_p: &Pipeline, run: &RunContext) -> StepResult {
+    let export = run.export.clone();
+    blocking(move || {
+        if !export.is_dir() {
+            return Err(StepError::permanent(format!(
+                "the export folder {} does not exist",
+                export.display()
+            )));
+        }
+        let (id, files) = snapshot_id(&export, &IngestOptions::default())
+            .map_err(|e| StepError::permanent(e.to_string()))?;
+        Ok(json!({"export": export, "snapshot_id": id, "files": files}))
+    })
+    .await
+}
+
+async fn features_step(p: &Pipeline, run: &RunContext) -> StepResult {
+    let export = run.export.clone();
+    let root = p.snapshot_root.clone();
+    let outcome = blocking(move || {
+        ingest(
+            &export,
+            &root,
+            &IngestOptions::default(),
+            false,
+            &mut |_, _| {},
+        )
+        .map_err(|e| StepError::from(e.to_string()))
+    })
+    .await?;
+    let m = &outcome.manifest;
+    to_json(&FeaturesOut {
+        snapshot_id: m.snapshot_id.clone(),
+        dir: outcome.dir.clone(),
+        feature_rows: m.feature_rows,
+        quarantined_rows: m.quarantined_rows,
+        presentations: m.presentations.clone(),
+        reused: outcome.reused,
+    })
+}
+
+async fn train_step(p: &Pipeline, inputs: &Inputs) -> StepResult {
+    let f: FeaturesOut = input(inputs, "features")?;
+    let (family, train, test) = (
+        p.config.family,
+        p.config.train.clone(),
+        p.config.test.clone(),
+    );
+    let o = train_options(p);
+    let (trained, protocol) = blocking(move || {
+        let s = read_snapshot(&f.dir)?;
+        let protocol = protocol(&s, &train, &test)?;
+        let t = train_for(&s, &protocol, family, &o, &mut |_| {}).map_err(|e| e.to_string())?;
+        Ok((t, protocol))
+    })
+    .await?;
+    let bytes = trained.artifact.to_bytes();
+    let stored = p
+        .artifacts
+        .put(&p.config.model, &bytes)
+        .await
+        .map_err(store_err)?;
+    to_json(&TrainOut {
+        artifact: ArtifactOut {
+            uri: stored.uri,
+            sha256: stored.sha256,
+            bytes: stored.bytes,
+        },
+        protocol,
+        fit_seconds: trained.fit_seconds,
+        calibration_seconds: trained.calibration_seconds,
+    })
+}
+
+async fn load_artifact(p: &Pipeline, a: &ArtifactRef) -> Result<Artifact, StepError> {
+    let bytes = p.artifacts.load(a).await.map_err(store_err)?;
+    Ok(Artifact::from_bytes(&bytes).map_err(|e| format!("{}: {e}", a.uri))?)
+}
+
+async fn evaluate_step(p: &Pipeline, inputs: &Inputs) -> StepResult {
+    let f: FeaturesOut = input(inputs, "features")?;
+    let t: TrainOut = input(inputs, "train")?;
+    let artifact = load_artifact(p, &(&t.artifact).into()).await?;
+    let weeks = p.config.weeks.clone();
+    let o = train_options(p);
+    let report = blocking(move || {
+        let s = read_snapshot(&f.dir)?;
+        Ok(evaluate_artifact(&s, &artifact, &t.protocol, &weeks, &o).map_err(|e| e.to_string())?)
+    })
+    .await?;
+    Ok(json!({ "report": report }))
+}
+
+async fn register_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResult {
+    let t: TrainOut = input(inputs, "train")?;
+    let report: EvaluationReport = serde_json::from_value(
+        inputs
+            .get("evaluate")
+            .and_then(|e| e.get("report"))
+            .cloned()
+            .ok_or("the evaluation report is missing")?,
+    )
+    .map_err(|e| format!("the evaluation report is unreadable: {e}"))?;
+    let model = &p.config.model;
+    if let Some(v) = p
+        .store
+        .version_with_artifact(model, &t.artifact.sha256)
+        .await
+        .map_err(store_err)?
+    {
+        return to_json(&RegisterOut {
+            model: v.model,
+            version: v.version,
+            existing: true,
+        });
+    }
+    let artifact = load_artifact(p, &(&t.artifact).into()).await?;
+    let v = p
+        .store
+        .register_version(NewVersion {
+            model: model.clone(),
+            artifact: (&t.artifact).into(),
+            snapshot_hash: artifact.lineage.snapshot_id.clone(),
+            code_version: artifact.lineage.code_version.clone(),
+            config: json!({"family": artifact.family, "protocol": t.protocol, "options": artifact.lineage.config}),
+            seed: artifact.lineage.seed as i64,
+            report,
+            run_id: Some(run.id),
+            actor: format!("scheduler ({})", p.holder.id),
+        })
+        .await
+        .map_err(store_err)?;
+    to_json(&RegisterOut {
+        model: v.model,
+        version: v.version,
+        existing: false,
+    })
+}
+
+async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResult {
+    let r: RegisterOut = input(inputs, "register")?;
+    let current = p.store.alias(&r.model, CHAMPION).await.map_err(store_err)?;
+    if current == Some(r.version) {
+        return to_json(&GateOut {
+            model: r.model,
+            candidate: r.version,
+            champion: r.version,
+            promoted: false,
+            reasons: vec![format!("version {} is already the champion", r.version)],
+        });
+    }
+    let promotion = Promotion {
+        model: r.model.clone(),
+        version: r.version,
+        gate: p.config.gate.clone(),
+        actor: format!("scheduler ({})", p.holder.id),
+        reason: format!("pipeline run {}", run.id),
+        force: false,
+    };
+    let (champion, promoted, reasons) = match p.store.promote(&promotion).await {
+        Ok(m) => {
+            let reasons = m
+                .gate
+                .as_deref()
+                .and_then(|g| serde_json::from_str::<lodestar_domain::GateDecision>(g).ok())
+                .map(|d| d.reasons)
+                .unwrap_or_default();
+            (r.version, true, reasons)
+        }
+        Err(StoreError::GateRefused(decision)) => match current {
+            Some(c) => (c, false, decision.reasons),
+            None => {
+                return Err(StepError::permanent(format!(
+                    "version {} failed the gate and there is no champion to keep: {}",
+                    r.version,
+                    decision.reasons.join("; ")
+                )));
+            }
+        },
+        Err(e) => return Err(store_err(e).into()),
+    };
+    to_json(&GateOut {
+        model: r.model,
+        candidate: r.version,
+        champion,
+        promoted,
+        reasons,
+    })
+}
+
+async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResult {
+    let f: FeaturesOut = input(inputs, "features")?;
+    let g: GateOut = input(inputs, "gate")?;
+    let v = p
+        .store
+        .version(&g.model, g.champion)
+        .await
+        .map_err(store_err)?;
+    let artifact = load_artifact(p, &v.artifact).await?;
+    let (train, test, week) = (
+        p.config.train.clone(),
+        p.config.test.clone(),
+        p.config.score_week,
+    );
+    let (scored, s) = blocking(move || {
+        let s = read_snapshot(&f.dir)?;
+        let Protocol::Temporal { test, .. } = protocol(&s, &train, &test)? else {
+            return Err(StepError::permanent("scoring needs a temporal protocol"));
+        };
+        let presentations = s.select_presentations(&test).map_err(|e| e.to_string())?;
+        let rows = current_rows(&s, &presentations, week);
+        let predictions = score_rows(&s, &artifact, &rows).map_err(|e| e.to_string())?;
+        Ok((rows.into_iter().zip(predictions).collect::<Vec<_>>(), s))
+    })
+    .await?;
+    let mut weeks: BTreeMap<String, u16> = BTreeMap::new();
+    for (r, _) in &scored {
+        weeks.insert(
+            s.presentations[s.presentation[*r] as usize].clone(),
+            s.week[*r],
+        );
+    }
+    let mut already = Vec::new();
+    for (name, week) in &weeks {
+        let (module, code) = name.split_once('-').unwrap_or((name, ""));
+        if p.store
+            .has_predictions(&g.model, g.champion, module, code, i64::from(*week))
+            .await
+            .map_err(store_err)?
+        {
+            already.push(name.clone());
+        }
+    }
+    let mut by_tier: BTreeMap<String, u64> = RiskTier::ALL
+        .iter()
+        .map(|t| (t.as_str().to_owned(), 0))
+        .collect();
+    let rows: Vec<NewPrediction> = scored
+        .iter()
+        .filter(|(r, _)| !already.contains(&s.presentations[s.presentation[*r] as usize]))
+        .map(|(r, pr)| {
+            let name = &s.presentations[s.presentation[*r] as usize];
+            let (module, code) = name.split_once('-').unwrap_or((name, ""));
+            *by_tier.entry(pr.tier.as_str().to_owned()).or_default() += 1;
+            NewPrediction {
+                model: g.model.clone(),
+                version: g.champion,
+                code_module: module.to_owned(),
+                code_presentation: code.to_owned(),
+                id_student: s.student[*r],
+                as_of_week: i64::from(s.week[*r]),
+                probability: pr.probability,
+                tier: pr.tier.as_str().to_owned(),
+                explanation: json!({"up": pr.factors_up, "down": pr.factors_down, "flagged": pr.flagged}),
+                run_id: Some(run.id),
+            }
+        })
+        .collect();
+    p.failpoints.hit("score:before-commit");
+    let stored = p.store.insert_predictions(&rows).await.map_err(store_err)?;
+    to_json(&ScoreOut {
+        version: g.champion,
+        stored,
+        by_tier,
+        weeks,
+        already_scored: already,
+    })
+}
+
+async fn drift_step(p: &Pipeline, inputs: &Inputs) -> StepResult {
+    let f: FeaturesOut = input(inputs, "features")?;
+    let g: GateOut = input(inputs, "gate")?;
+    let v = p
+        .store
+        .version(&g.model, g.champion)
+        .await
+        .map_err(store_err)?;
+    let reference_dir = p.snapshot_root.join(&v.snapshot_hash);
+    let threshold = p.config.drift_threshold;
+    let mut out = DriftOut {
+        reference: v.snapshot_hash.clone(),
+        current: f.snapshot_id.clone(),
+        threshold,
+        max_psi: 0.0,
+        flagged: false,
+        note: None,
+        features: vec![],
+    };
+    if !reference_dir.is_dir() {
+        out.note = Some(format!(
+            "the champion's training snapshot {} is no longer in {}: drift not measured",
+            v.snapshot_hash,
+            p.snapshot_root.display()
+        ));
+        return to_json(&out);
+    }
+    let features = blocking(move || {
+        let reference = read_snapshot(&reference_dir)?;
+        let current = read_snapshot(&f.dir)?;
+        Ok(population_stability(&reference, &current))
+    })
+    .await?;
+    out.max_psi = features.first().map_or(0.0, |d| d.psi);
+    out.flagged = out.max_psi > threshold;
+    out.features = features;
+    to_json(&out)
+}
+
+/// The run's summary as the webhook, `pipeline show` and the dashboard see it.
+pub fn summary(run: &RunContext, inputs: &Inputs) -> Value {
+    let drift = inputs.get("drift").map(|d| {
+        json!({
+            "max_psi": d.get("max_psi"), "flagged": d.get("flagged"), "note": d.get("note"),
+            "top": d.get("features").and_then(|f| f.as_array()).map(|f| f.iter().take(5).cloned().collect::<Vec<_>>()),
+        })
+    });
+    json!({
+        "run": run.id,
+        "export": run.export,
+        "steps": run.so_far,
+        "snapshot": inputs.get("features").and_then(|f| f.get("snapshot_id")),
+        "registered": inputs.get("register"),
+        "gate": inputs.get("gate"),
+        "score": inputs.get("score"),
+        "drift": drift,
+    })
+}
+
+async fn notify_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResult {
+    let Some(url) = &p.config.webhook else {
+        return Ok(json!({"sent": false, "reason": "no pipeline.webhook configured"}));
+    };
+    let body = summary(run, inputs);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("webhook {url}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("webhook {url} answered {status}").into());
+    }
+    Ok(json!({"sent": true, "status": status.as_u16()}))
+}

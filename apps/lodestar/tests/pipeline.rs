@@ -1,0 +1,418 @@
+//! The nightly pipeline through the real binary, on SQLite and (when
+//! `LODESTAR_TEST_POSTGRES_URL` is set, as CI does) PostgreSQL: a full run with its webhook, the
+//! step cache, retries, a step that panics, and the process SIGKILLed in the middle of steps,
+//! after which the next run finishes with no duplicate version, no duplicate prediction and the
+//! champion moved only by a gate that passed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::mpsc;
+
+use serde_json::Value;
+
+fn sample_export() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-samples/oulad")
+}
+
+/// A data folder and database for one test.
+struct Env {
+    dir: tempfile::TempDir,
+    database_url: String,
+    /// PostgreSQL: (admin URL, schema) to drop at the end.
+    schema: Option<(String, String)>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some((admin, schema)) = &self.schema {
+            let _ = Command::new("psql")
+                .args([
+                    admin.as_str(),
+                    "-q",
+                    "-c",
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                ])
+                .output();
+        }
+    }
+}
+
+const CONFIG: &str = r#"
+[pipeline]
+family = "logistic"
+weeks = [5, 10]
+backoff_ms = 1
+attempts = 2
+
+[pipeline.gate]
+metric = "roc_auc"
+margin = 0.0
+weeks = [5, 10]
+max_ece = 0.3
+max_fairness_gap = 1.0
+"#;
+
+fn env(name: &str, postgres: bool) -> Option<Env> {
+    let dir = tempfile::tempdir().unwrap();
+    let (database_url, schema) = if postgres {
+        let admin = std::env::var("LODESTAR_TEST_POSTGRES_URL").ok()?;
+        let schema = format!("pipeline_{name}_{}", std::process::id());
+        let made = Command::new("psql")
+            .args([
+                admin.as_str(),
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+            ])
+            .output()
+            .expect("psql");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        (
+            format!("{admin}{sep}options=-c%20search_path%3D{schema}"),
+            Some((admin, schema)),
+        )
+    } else {
+        (
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("lodestar.db").display()
+            ),
+            None,
+        )
+    };
+    let config = CONFIG.replace(
+        "[pipeline]\n",
+        &format!(
+            "[pipeline]\nexport = {:?}\n",
+            sample_export().display().to_string()
+        ),
+    );
+    std::fs::write(dir.path().join("lodestar.toml"), config).unwrap();
+    Some(Env {
+        dir,
+        database_url,
+        schema,
+    })
+}
+
+/// Both backends this run can reach.
+fn envs(name: &str) -> Vec<Env> {
+    [false, true]
+        .into_iter()
+        .filter_map(|pg| env(name, pg))
+        .collect()
+}
+
+impl Env {
+    fn lodestar(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodestar"));
+        cmd.current_dir(self.dir.path()).args(args);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("LODESTAR_") || key == "DATABASE_URL" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("LODESTAR_DATABASE_URL", &self.database_url)
+            .env("LODESTAR_LOG", "warn")
+            .envs(extra.iter().copied());
+        cmd.output().expect("run lodestar")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.lodestar(args, &[]);
+        assert!(
+            out.status.success(),
+            "lodestar {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON")
+    }
+
+    fn run_json(&self, extra: &[(&str, &str)]) -> (Output, Option<Value>) {
+        let out = self.lodestar(&["pipeline", "run", "--json"], extra);
+        let doc = serde_json::from_slice(&out.stdout).ok();
+        (out, doc)
+    }
+
+    /// Versions of `at-risk` and its champion.
+    fn registry(&self) -> (u64, Option<i64>) {
+        let list = self.json(&["models", "list", "--json"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "at-risk")
+            .map_or((0, None), |m| {
+                (m["versions"].as_u64().unwrap(), m["champion"].as_i64())
+            })
+    }
+
+    fn show(&self, run: i64) -> Value {
+        self.json(&["pipeline", "show", &run.to_string(), "--json"])
+    }
+}
+
+fn statuses(run: &Value) -> Vec<(String, String)> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn last_status(run: &Value, step: &str) -> String {
+    statuses(run)
+        .into_iter()
+        .rev()
+        .find(|(s, _)| s == step)
+        .map(|(_, st)| st)
+        .unwrap_or_default()
+}
+
+/// Serves one webhook call and hands its body over.
+fn webhook() -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/lodestar", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        stream
+            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        tx.send(String::from_utf8(body).unwrap()).unwrap();
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_full_run_then_a_rerun_from_the_cache_with_the_summary_sent_to_the_webhook() {
+    for e in envs("full") {
+        let (url, body) = webhook();
+        let toml = e.dir.path().join("lodestar.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(
+            &toml,
+            text.replace("[pipeline]\n", &format!("[pipeline]\nwebhook = {url:?}\n")),
+        )
+        .unwrap();
+        let (out, doc) = e.run_json(&[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc = doc.unwrap();
+        let run = doc["run"].as_i64().unwrap();
+        let summary = &doc["summary"];
+        assert_eq!(summary["gate"]["promoted"], true);
+        let stored = summary["score"]["stored"].as_u64().unwrap();
+        assert!(stored > 1000, "{summary}");
+        // Tonight's snapshot is the champion's own: no drift.
+        assert!(summary["drift"]["max_psi"].as_f64().unwrap() < 1e-9);
+        let sent: Value = serde_json::from_str(&body.recv().unwrap()).unwrap();
+        assert_eq!(sent["run"], run);
+        assert_eq!(sent["registered"]["version"], 1);
+        let shown = e.show(run);
+        assert!(statuses(&shown).iter().all(|(_, s)| s == "succeeded"));
+        for s in shown["steps"].as_array().unwrap() {
+            assert_eq!(s["input_hash"].as_str().unwrap().len(), 64);
+            assert_eq!(s["output_hash"].as_str().unwrap().len(), 64);
+        }
+
+        // The rerun replays every cacheable step and stores nothing twice.
+        let toml_text = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(
+            &toml,
+            toml_text.replace(&format!("webhook = {url:?}\n"), ""),
+        )
+        .unwrap();
+        let (out, doc) = e.run_json(&[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let second = e.show(doc.unwrap()["run"].as_i64().unwrap());
+        for step in ["features", "train", "evaluate", "register"] {
+            assert_eq!(last_status(&second, step), "cached", "{step}");
+        }
+        assert_eq!(second["summary"]["score"]["stored"], 0);
+        assert_eq!(e.registry(), (1, Some(1)));
+
+        // --no-cache recomputes, and the same artifact is still one version.
+        let out = e.lodestar(&["pipeline", "run", "--no-cache", "--json"], &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let third: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let third = e.show(third["run"].as_i64().unwrap());
+        assert_eq!(last_status(&third, "train"), "succeeded");
+        assert_eq!(
+            e.registry(),
+            (1, Some(1)),
+            "deterministic training, one version"
+        );
+        let history = e.json(&["pipeline", "history", "--json"]);
+        assert_eq!(history.as_array().unwrap().len(), 3);
+    }
+}
+
+#[test]
+fn a_panicking_step_is_retried_then_fails_the_run_and_the_next_run_resumes() {
+    for e in envs("panic") {
+        let (out, doc) = e.run_json(&[("LODESTAR_FAILPOINTS", "evaluate=panic")]);
+        assert!(!out.status.success());
+        let doc = doc.expect("a failed run still prints its outcome");
+        assert_eq!(doc["status"], "failed");
+        let error = doc["error"].as_str().unwrap();
+        assert!(
+            error.contains("step evaluate failed") && error.contains("injected panic"),
+            "{error}"
+        );
+        let run = e.show(doc["run"].as_i64().unwrap());
+        let attempts: Vec<_> = statuses(&run)
+            .into_iter()
+            .filter(|(s, _)| s == "evaluate")
+            .collect();
+        assert_eq!(attempts.len(), 2, "retried once (attempts = 2)");
+        for step in ["register", "gate", "score", "drift"] {
+            assert_eq!(last_status(&run, step), "skipped", "{step}");
+        }
+        assert_eq!(
+            last_status(&run, "notify"),
+            "succeeded",
+            "notify always runs"
+        );
+        // Nothing half-done is visible: no version, no champion.
+        assert_eq!(e.registry(), (0, None));
+
+        // An error on the first attempt only: the retry succeeds.
+        let (out, doc) = e.run_json(&[("LODESTAR_FAILPOINTS", "score=error-once")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = e.show(doc.unwrap()["run"].as_i64().unwrap());
+        // The failed run's finished steps are reused: it resumes where it failed.
+        assert_eq!(last_status(&run, "train"), "cached");
+        assert_eq!(last_status(&run, "evaluate"), "succeeded");
+        let score: Vec<_> = statuses(&run)
+            .into_iter()
+            .filter(|(s, _)| s == "score")
+            .map(|(_, st)| st)
+            .collect();
+        assert_eq!(score, ["failed", "succeeded"]);
+        assert_eq!(e.registry(), (1, Some(1)));
+    }
+}
+
+#[test]
+fn sigkill_in_the_middle_of_steps_leaves_nothing_duplicated_and_the_next_run_finishes() {
+    let mut expected_predictions = None;
+    // (kill point, champion right after the kill, predictions the next run stores: all or none)
+    for (point, champion_after_kill, next_stores_all) in [
+        ("features", None, true),
+        ("register:after", None, true),
+        ("gate:after", Some(1), true),
+        ("score:before-commit", Some(1), true),
+        ("score:after", Some(1), false),
+    ] {
+        for e in envs(&point.replace([':', '-'], "_")) {
+            let spec = format!("{point}=kill");
+            let (out, _) = e.run_json(&[("LODESTAR_FAILPOINTS", &spec)]);
+            assert_eq!(
+                out.status.signal(),
+                Some(9),
+                "{point}: the process must die by SIGKILL: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let (versions, champion) = e.registry();
+            assert!(versions <= 1, "{point}: {versions} versions");
+            assert_eq!(champion, champion_after_kill, "{point}");
+
+            let (out, doc) = e.run_json(&[]);
+            assert!(
+                out.status.success(),
+                "{point}: the next run must finish: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let doc = doc.unwrap();
+            assert_eq!(e.registry(), (1, Some(1)), "{point}");
+            let runs = e.json(&["pipeline", "history", "--json"]);
+            let killed = &runs.as_array().unwrap()[1];
+            assert_eq!(killed["status"], "failed", "{point}");
+            assert!(
+                killed["error"].as_str().unwrap().contains("interrupted"),
+                "{point}: {killed}"
+            );
+            let stored = doc["summary"]["score"]["stored"].as_u64().unwrap();
+            if next_stores_all {
+                assert!(stored > 0, "{point}");
+                let expected = *expected_predictions.get_or_insert(stored);
+                assert_eq!(stored, expected, "{point}");
+            } else {
+                assert_eq!(stored, 0, "{point}: the killed run had committed them");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_export_fails_at_once_with_its_name() {
+    for e in envs("missing") {
+        let out = e.lodestar(
+            &["pipeline", "run", "--export", "no/such/export", "--json"],
+            &[],
+        );
+        assert!(!out.status.success());
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let error = doc["error"].as_str().unwrap();
+        assert!(
+            error.contains("no/such/export") && error.contains("does not exist"),
+            "{error}"
+        );
+        let run = e.show(doc["run"].as_i64().unwrap());
+        let ingest: Vec<_> = statuses(&run)
+            .into_iter()
+            .filter(|(s, _)| s == "ingest")
+            .collect();
+        assert_eq!(ingest.len(), 1, "a missing export is not retried");
+    }
+}

@@ -416,3 +416,199 @@ fn a_missing_export_fails_at_once_with_its_name() {
         assert_eq!(ingest.len(), 1, "a missing export is not retried");
     }
 }
+
+fn slot_text(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[test]
+fn two_schedulers_started_together_serve_a_missed_slot_once() {
+    for e in envs("two_schedulers") {
+        let toml = e.dir.path().join("lodestar.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        std::fs::write(
+            &toml,
+            text.replace(
+                "[pipeline]\n",
+                "[pipeline]\nschedule = \"0 2 * * *\"\ntimezone = \"UTC\"\ninbox_poll_seconds = 1\n",
+            ),
+        )
+        .unwrap();
+        e.ok(&["migrate"]);
+        // The schedulers last served a slot a week ago: the latest 02:00 is due.
+        let now = chrono::Utc::now();
+        let today = now.date_naive().and_hms_opt(2, 0, 0).unwrap().and_utc();
+        let due = if today <= now {
+            today
+        } else {
+            today - chrono::Duration::days(1)
+        };
+        let served = due - chrono::Duration::days(7);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&e.database_url).await.unwrap();
+            sqlx::query(
+                "INSERT INTO pipeline_runs (trigger, status, started_at, finished_at, scheduled_for) \
+                 VALUES ('cron', 'succeeded', $1, $1, $2)",
+            )
+            .bind(slot_text(served))
+            .bind(slot_text(served))
+            .execute(&pool)
+            .await
+            .unwrap();
+        });
+        let start = |n: usize| {
+            let log =
+                std::fs::File::create(e.dir.path().join(format!("scheduler-{n}.log"))).unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodestar"));
+            cmd.current_dir(e.dir.path())
+                .args(["scheduler", "--listen", "127.0.0.1:0"]);
+            for (key, _) in std::env::vars() {
+                if key.starts_with("LODESTAR_") || key == "DATABASE_URL" {
+                    cmd.env_remove(key);
+                }
+            }
+            cmd.env("LODESTAR_DATABASE_URL", &e.database_url)
+                .env("LODESTAR_LOG", "info")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        };
+        let mut schedulers = [start(1), start(2)];
+        // Wait for the catch-up run to finish (each poll is a real query, not a fixed sleep).
+        let due_text = slot_text(due);
+        let mut finished = false;
+        for _ in 0..600 {
+            let runs = e.json(&["pipeline", "history", "--json"]);
+            finished = runs
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["scheduled_for"] == due_text.as_str() && r["status"] != "running");
+            if finished {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert!(finished, "no catch-up run for {due_text}");
+        // Stop both gracefully (SIGTERM, as Kubernetes does).
+        for s in &mut schedulers {
+            let _ = Command::new("kill")
+                .args(["-TERM", &s.id().to_string()])
+                .status();
+        }
+        for s in &mut schedulers {
+            let status = s.wait().unwrap();
+            assert!(
+                status.success(),
+                "a scheduler did not stop cleanly: {status:?}"
+            );
+        }
+        let runs = e.json(&["pipeline", "history", "--json"]);
+        let for_slot: Vec<_> = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["scheduled_for"] == due_text.as_str())
+            .collect();
+        assert_eq!(for_slot.len(), 1, "{runs}");
+        assert_eq!(for_slot[0]["trigger"], "catch-up");
+        assert_eq!(for_slot[0]["status"], "succeeded", "{}", for_slot[0]);
+        assert_eq!(
+            runs.as_array().unwrap().len(),
+            2,
+            "the seeded run and one catch-up"
+        );
+    }
+}
+
+fn http_get(base: &str, path: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodestar"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LODESTAR_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    let mut demo = cmd
+        .current_dir(dir.path())
+        .env("LODESTAR_LOG", "warn")
+        .args(["demo", "--listen", "127.0.0.1:0", "--export"])
+        .arg(sample_export())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let base = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the demo stopped before serving: {printed:#?}"))
+            .unwrap();
+        if let Some(base) = line.strip_prefix("serving on ") {
+            break base.to_owned();
+        }
+        printed.push(line);
+    };
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("version 1 promoted to champion")),
+        "{printed:#?}"
+    );
+    assert!(
+        printed.iter().any(|l| l.starts_with("scored: ")),
+        "{printed:#?}"
+    );
+    let urls: Vec<String> = lines
+        .by_ref()
+        .take(3)
+        .map(|l| l.unwrap().split_whitespace().next().unwrap().to_owned())
+        .collect();
+    assert_eq!(urls.len(), 3);
+    for url in &urls {
+        let path = url.strip_prefix(&base).unwrap();
+        let (status, body) = http_get(&base, path);
+        assert_eq!(status, 200, "{url}: {body}");
+    }
+    let (_, runs) = http_get(&base, "/v1/pipeline/runs");
+    let runs: Value = serde_json::from_str(&runs).unwrap();
+    assert_eq!(runs["runs"][0]["status"], "succeeded");
+    assert_eq!(runs["runs"][0]["trigger"], "demo");
+    let (status, body) = http_get(&base, "/v1/pipeline/runs/999");
+    assert_eq!(status, 404, "{body}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status();
+    assert!(demo.wait().unwrap().success());
+    assert!(dir.path().join("lodestar-data/lodestar.db").is_file());
+}

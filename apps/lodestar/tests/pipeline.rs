@@ -612,3 +612,74 @@ fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
     assert!(demo.wait().unwrap().success());
     assert!(dir.path().join("lodestar-data/lodestar.db").is_file());
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn an_export_renamed_into_the_inbox_starts_one_run() {
+    let Some(e) = env("inbox", false) else {
+        return;
+    };
+    let toml = e.dir.path().join("lodestar.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("[pipeline]\n", "[pipeline]\ninbox_poll_seconds = 1\n"),
+    )
+    .unwrap();
+    let inbox = e.dir.path().join("lodestar-data/inbox");
+    // Being written: a hidden name, which the scheduler leaves alone.
+    copy_dir(&sample_export(), &inbox.join(".incoming-2013"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodestar"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LODESTAR_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    let mut scheduler = cmd
+        .current_dir(e.dir.path())
+        .env("LODESTAR_DATABASE_URL", &e.database_url)
+        .env("LODESTAR_LOG", "warn")
+        .args(["scheduler", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Complete: renamed into place.
+    std::fs::rename(inbox.join(".incoming-2013"), inbox.join("export-2013")).unwrap();
+    let mut run = None;
+    for _ in 0..600 {
+        let runs = e.json(&["pipeline", "history", "--json"]);
+        run = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["trigger"] == "inbox" && r["status"] != "running")
+            .cloned();
+        if run.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &scheduler.id().to_string()])
+        .status();
+    assert!(scheduler.wait().unwrap().success());
+    let run = run.expect("no inbox run");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // The export moved to the landed exports, so it starts no second run.
+    let landed = run["export"].as_str().unwrap();
+    assert!(
+        landed.contains("lodestar-data/exports/") && landed.ends_with("-export-2013"),
+        "{landed}"
+    );
+    assert!(Path::new(landed).join("studentInfo.csv").is_file());
+    assert!(std::fs::read_dir(&inbox).unwrap().next().is_none());
+    let runs = e.json(&["pipeline", "history", "--json"]);
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+}

@@ -200,6 +200,8 @@ impl Pipeline {
                     "no export to read: pass --export DIR or set pipeline.export".into(),
                 )
             })?;
+        // Recorded absolute, so `pipeline show` names it whatever folder it is read from.
+        let export = std::path::absolute(&export).unwrap_or(export);
         let export_text = export.display().to_string();
         let Some(run_id) = self
             .store

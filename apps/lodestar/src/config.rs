@@ -326,10 +326,15 @@ impl Config {
             value: data_dir.value.join(name),
             source: Source::DataDir,
         };
+        let file_pipeline = file.pipeline.map(|mut p| {
+            p.export = p.export.map(|e| file_dir.join(e));
+            p.inbox = p.inbox.map(|i| file_dir.join(i));
+            p
+        });
         let pipeline = layer(
             None,
             || Source::Default,
-            file.pipeline,
+            file_pipeline,
             file_path,
             lodestar_scheduler::PipelineConfig::default,
         );

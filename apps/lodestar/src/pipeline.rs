@@ -71,6 +71,22 @@ fn display() -> impl Fn(&Event) + Send + Sync {
 
 /// What a finished run did, in a few lines.
 fn print_summary(summary: &Value) {
+    let cached: Vec<String> = summary["steps"]
+        .as_object()
+        .map(|steps| {
+            steps
+                .iter()
+                .filter(|(_, s)| s["status"] == "cached")
+                .map(|(name, s)| format!("{name} (run {})", s["from_run"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !cached.is_empty() {
+        println!(
+            "replayed from earlier runs with the same inputs: {} (their figures below are from then)",
+            cached.join(", ")
+        );
+    }
     if let Some(r) = summary.get("registered").filter(|r| !r.is_null()) {
         println!(
             "registered: {} version {}{}",

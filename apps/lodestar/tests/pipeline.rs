@@ -166,6 +166,26 @@ impl Env {
     }
 }
 
+/// A service process, killed if the test ends before it stops.
+struct Service(std::process::Child);
+
+impl Service {
+    /// SIGTERM, as Kubernetes sends, and whether it then exited cleanly.
+    fn stop(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        self.0.wait().unwrap().success()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn statuses(run: &Value) -> Vec<(String, String)> {
     run["steps"]
         .as_array()
@@ -267,10 +287,16 @@ fn a_full_run_then_a_rerun_from_the_cache_with_the_summary_sent_to_the_webhook()
             String::from_utf8_lossy(&out.stderr)
         );
         let second = e.show(doc.unwrap()["run"].as_i64().unwrap());
-        for step in ["features", "train", "evaluate", "register"] {
+        for step in [
+            "features", "train", "evaluate", "register", "score", "drift",
+        ] {
             assert_eq!(last_status(&second, step), "cached", "{step}");
         }
-        assert_eq!(second["summary"]["score"]["stored"], 0);
+        assert_eq!(
+            last_status(&second, "gate"),
+            "succeeded",
+            "the gate always looks"
+        );
         assert_eq!(e.registry(), (1, Some(1)));
 
         // --no-cache recomputes, and the same artifact is still one version.
@@ -281,6 +307,10 @@ fn a_full_run_then_a_rerun_from_the_cache_with_the_summary_sent_to_the_webhook()
             String::from_utf8_lossy(&out.stderr)
         );
         let third: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            third["summary"]["score"]["stored"], 0,
+            "scored once per version and week"
+        );
         let third = e.show(third["run"].as_i64().unwrap());
         assert_eq!(last_status(&third, "train"), "succeeded");
         assert_eq!(
@@ -479,7 +509,7 @@ fn two_schedulers_started_together_serve_a_missed_slot_once() {
                 .spawn()
                 .unwrap()
         };
-        let mut schedulers = [start(1), start(2)];
+        let mut schedulers = [Service(start(1)), Service(start(2))];
         // Wait for the catch-up run to finish (each poll is a real query, not a fixed sleep).
         let due_text = slot_text(due);
         let mut finished = false;
@@ -498,16 +528,7 @@ fn two_schedulers_started_together_serve_a_missed_slot_once() {
         assert!(finished, "no catch-up run for {due_text}");
         // Stop both gracefully (SIGTERM, as Kubernetes does).
         for s in &mut schedulers {
-            let _ = Command::new("kill")
-                .args(["-TERM", &s.id().to_string()])
-                .status();
-        }
-        for s in &mut schedulers {
-            let status = s.wait().unwrap();
-            assert!(
-                status.success(),
-                "a scheduler did not stop cleanly: {status:?}"
-            );
+            assert!(s.stop(), "a scheduler did not stop cleanly");
         }
         let runs = e.json(&["pipeline", "history", "--json"]);
         let for_slot: Vec<_> = runs
@@ -558,16 +579,17 @@ fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
             cmd.env_remove(key);
         }
     }
-    let mut demo = cmd
-        .current_dir(dir.path())
-        .env("LODESTAR_LOG", "warn")
-        .args(["demo", "--listen", "127.0.0.1:0", "--export"])
-        .arg(sample_export())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut demo = Service(
+        cmd.current_dir(dir.path())
+            .env("LODESTAR_LOG", "warn")
+            .args(["demo", "--listen", "127.0.0.1:0", "--export"])
+            .arg(sample_export())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(demo.0.stdout.take().unwrap()).lines();
     let mut printed = Vec::new();
     let base = loop {
         let line = lines
@@ -606,10 +628,7 @@ fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
     assert_eq!(runs["runs"][0]["trigger"], "demo");
     let (status, body) = http_get(&base, "/v1/pipeline/runs/999");
     assert_eq!(status, 404, "{body}");
-    let _ = Command::new("kill")
-        .args(["-TERM", &demo.id().to_string()])
-        .status();
-    assert!(demo.wait().unwrap().success());
+    assert!(demo.stop());
     assert!(dir.path().join("lodestar-data/lodestar.db").is_file());
 }
 
@@ -642,14 +661,15 @@ fn an_export_renamed_into_the_inbox_starts_one_run() {
             cmd.env_remove(key);
         }
     }
-    let mut scheduler = cmd
-        .current_dir(e.dir.path())
-        .env("LODESTAR_DATABASE_URL", &e.database_url)
-        .env("LODESTAR_LOG", "warn")
-        .args(["scheduler", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut scheduler = Service(
+        cmd.current_dir(e.dir.path())
+            .env("LODESTAR_DATABASE_URL", &e.database_url)
+            .env("LODESTAR_LOG", "warn")
+            .args(["scheduler", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Complete: renamed into place.
     std::fs::rename(inbox.join(".incoming-2013"), inbox.join("export-2013")).unwrap();
     let mut run = None;
@@ -666,10 +686,7 @@ fn an_export_renamed_into_the_inbox_starts_one_run() {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &scheduler.id().to_string()])
-        .status();
-    assert!(scheduler.wait().unwrap().success());
+    assert!(scheduler.stop());
     let run = run.expect("no inbox run");
     assert_eq!(run["status"], "succeeded", "{run}");
     // The export moved to the landed exports, so it starts no second run.

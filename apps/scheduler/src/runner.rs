@@ -347,7 +347,11 @@ impl Pipeline {
             let result = self.attempt(spec, ctx, inputs, attempt).await;
             match result.map_err(|e| (e.permanent, e.message)) {
                 Ok(output) => {
-                    let hash = hash_hex(output.to_string().as_bytes());
+                    let hash = hash_hex(
+                        steps::hashed_view(spec.name, &output)
+                            .to_string()
+                            .as_bytes(),
+                    );
                     self.failpoints.hit(&format!("{}:after", spec.name));
                     store
                         .finish_step(id, "succeeded", Some(&output), Some(&hash), None)

@@ -244,6 +244,25 @@ pub async fn execute(
     }
 }
 
+/// The part of a step's output that later steps depend on, which its output hash covers:
+/// informational fields (whether a snapshot was reused, why the gate decided as it did) are
+/// left out, so a rerun that reaches the same state replays the steps after it from the cache.
+pub fn hashed_view(name: &str, output: &Value) -> Value {
+    let volatile: &[&str] = match name {
+        "features" => &["reused"],
+        "register" => &["existing"],
+        "gate" => &["candidate", "promoted", "reasons"],
+        _ => &[],
+    };
+    let mut v = output.clone();
+    if let Some(map) = v.as_object_mut() {
+        for key in volatile {
+            map.remove(*key);
+        }
+    }
+    v
+}
+
 /// Whether a cached output still stands (the files it names are still there).
 pub fn still_valid(name: &str, output: &Value) -> bool {
     match name {
@@ -267,7 +286,8 @@ async fn ingest_step(_p: &Pipeline, run: &RunContext) -> StepResult {
         }
         let (id, files) = snapshot_id(&export, &IngestOptions::default())
             .map_err(|e| StepError::permanent(e.to_string()))?;
-        Ok(json!({"export": export, "snapshot_id": id, "files": files}))
+        // The export's place is on the run; its content is what the next steps depend on.
+        Ok(json!({"snapshot_id": id, "files": files}))
     })
     .await
 }

@@ -82,7 +82,19 @@ impl Store {
             .await
             .map_err(StoreError::Connect)?;
         let store = Store { pool, backend };
-        store.migrate().await?;
+        // PostgreSQL serializes concurrent migrators with a lock; SQLite does not, so when two
+        // processes open a new database together the slower one fails on a table the faster
+        // one just made. Once the faster one commits, the migrations read as applied.
+        let mut tries = 0;
+        loop {
+            match store.migrate().await {
+                Err(_) if backend == Backend::Sqlite && tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
+                result => break result?,
+            }
+        }
         Ok(store)
     }
 

@@ -425,6 +425,36 @@ fn sigkill_in_the_middle_of_steps_leaves_nothing_duplicated_and_the_next_run_fin
 }
 
 #[test]
+fn a_step_past_its_timeout_is_stopped_and_fails_the_run() {
+    let Some(e) = env("timeout", false) else {
+        return;
+    };
+    let toml = e.dir.path().join("lodestar.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("[pipeline]\n", "[pipeline]\nstep_timeout_seconds = 1\n"),
+    )
+    .unwrap();
+    let (out, doc) = e.run_json(&[("LODESTAR_FAILPOINTS", "ingest=hang")]);
+    assert!(!out.status.success());
+    let doc = doc.unwrap();
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains("timed out after 1 s"), "{error}");
+    let run = e.show(doc["run"].as_i64().unwrap());
+    let ingest: Vec<_> = statuses(&run)
+        .into_iter()
+        .filter(|(s, _)| s == "ingest")
+        .map(|(_, st)| st)
+        .collect();
+    assert_eq!(
+        ingest,
+        ["failed", "failed"],
+        "timed out, retried, timed out"
+    );
+}
+
+#[test]
 fn a_missing_export_fails_at_once_with_its_name() {
     for e in envs("missing") {
         let out = e.lodestar(

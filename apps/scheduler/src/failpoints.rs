@@ -1,6 +1,6 @@
 //! Failpoints for the fault tests: `LODESTAR_FAILPOINTS="train=panic,score:before-commit=kill"`
-//! makes a step (or a named point inside one) panic, fail, fail once, or SIGKILL its own
-//! process, so the tests exercise the real binary's recovery. Unset (always, in production), no
+//! makes a step (or a named point inside one) panic, fail, fail once, hang, or SIGKILL its
+//! own process, so the tests exercise the real binary's recovery. Unset (always, in production), no
 //! point does anything.
 
 use std::collections::BTreeMap;
@@ -16,6 +16,8 @@ pub enum Action {
     ErrorOnce,
     /// SIGKILL this process.
     Kill,
+    /// Never finish (until the step's timeout stops it).
+    Hang,
 }
 
 /// Configured failpoints: `STEP` (at the start of each attempt), `STEP:after` (the step's work
@@ -44,15 +46,21 @@ impl Failpoints {
                 "error" => Action::Error,
                 "error-once" => Action::ErrorOnce,
                 "kill" => Action::Kill,
+                "hang" => Action::Hang,
                 other => {
                     return Err(format!(
-                        "LODESTAR_FAILPOINTS: unknown action {other:?} (panic, error, error-once, kill)"
+                        "LODESTAR_FAILPOINTS: unknown action {other:?} (panic, error, error-once, kill, hang)"
                     ));
                 }
             };
             map.insert(point.to_owned(), action);
         }
         Ok(Failpoints(map))
+    }
+
+    /// Whether `step` is set to hang.
+    pub fn hangs(&self, step: &str) -> bool {
+        self.0.get(step) == Some(&Action::Hang)
     }
 
     /// At the start of attempt `attempt` of `step`.
@@ -91,6 +99,6 @@ fn act(point: &str, action: Action) {
                 std::thread::park();
             }
         }
-        Action::Error | Action::ErrorOnce => {}
+        Action::Error | Action::ErrorOnce | Action::Hang => {}
     }
 }

@@ -227,6 +227,7 @@ impl Pipeline {
             id: run_id,
             export,
             so_far: Value::Null,
+            no_cache: trigger.no_cache,
         };
         for spec in &PIPELINE {
             if failure.is_some() && !spec.always {
@@ -414,6 +415,9 @@ impl Pipeline {
         let name = spec.name;
         let task = tokio::spawn(async move {
             p.failpoints.fail(name, attempt)?;
+            if p.failpoints.hangs(name) {
+                std::future::pending::<()>().await;
+            }
             steps::execute(p, c, name, i).await
         });
         let abort = task.abort_handle();

@@ -70,6 +70,8 @@ pub struct RunContext {
     pub export: PathBuf,
     /// What happened to every earlier step (status and error), for the always-run steps.
     pub so_far: Value,
+    /// Recompute everything: the snapshot too, even when an identical one exists.
+    pub no_cache: bool,
 }
 
 /// An artifact's place, as recorded in step outputs.
@@ -295,12 +297,13 @@ async fn ingest_step(_p: &Pipeline, run: &RunContext) -> StepResult {
 async fn features_step(p: &Pipeline, run: &RunContext) -> StepResult {
     let export = run.export.clone();
     let root = p.snapshot_root.clone();
+    let force = run.no_cache;
     let outcome = blocking(move || {
         ingest(
             &export,
             &root,
             &IngestOptions::default(),
-            false,
+            force,
             &mut |_, _| {},
         )
         .map_err(|e| StepError::from(e.to_string()))

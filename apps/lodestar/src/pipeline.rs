@@ -109,7 +109,11 @@ fn print_summary(summary: &Value) {
             .as_array()
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        println!("gate: {verdict}: {}", reasons.join("; "));
+        if reasons.is_empty() {
+            println!("gate: {verdict} (passed the gate)");
+        } else {
+            println!("gate: {verdict}: {}", reasons.join("; "));
+        }
     }
     if let Some(s) = summary.get("score").filter(|s| !s.is_null()) {
         let tiers = &s["by_tier"];
@@ -154,7 +158,8 @@ fn print_summary(summary: &Value) {
                 })
                 .unwrap_or_default();
             println!(
-                "drift: max PSI {:.3}{} (highest: {})",
+                "drift against version {}'s training data: max PSI {:.3}{} (highest: {})",
+                d["reference_version"],
                 d["max_psi"].as_f64().unwrap_or(f64::NAN),
                 if d["flagged"] == json!(true) {
                     ", FLAGGED"

@@ -80,7 +80,7 @@ pub const PIPELINE: [StepSpec; 9] = [
         "drift",
         &["features", "gate"],
         true,
-        "population stability of every feature against the champion's training snapshot",
+        "population stability of every feature against the training snapshot of the champion that served before tonight",
     ),
     StepSpec {
         name: "notify",

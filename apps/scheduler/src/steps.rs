@@ -147,6 +147,9 @@ pub struct GateOut {
     pub champion: i64,
     /// Whether the candidate was promoted now.
     pub promoted: bool,
+    /// The version drift is measured against: the champion that served before tonight's gate
+    /// (tonight's champion on a first run).
+    pub drift_reference: i64,
     /// Why.
     pub reasons: Vec<String>,
 }
@@ -169,7 +172,9 @@ pub struct ScoreOut {
 /// `drift` output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DriftOut {
-    /// The champion's training snapshot.
+    /// The version compared against (the champion that served before tonight).
+    pub reference_version: i64,
+    /// Its training snapshot.
     pub reference: String,
     /// Tonight's.
     pub current: String,
@@ -427,6 +432,7 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
             candidate: r.version,
             champion: r.version,
             promoted: false,
+            drift_reference: r.version,
             reasons: vec![format!("version {} is already the champion", r.version)],
         });
     }
@@ -465,6 +471,7 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
         candidate: r.version,
         champion,
         promoted,
+        drift_reference: current.unwrap_or(champion),
         reasons,
     })
 }
@@ -553,12 +560,13 @@ async fn drift_step(p: &Pipeline, inputs: &Inputs) -> StepResult {
     let g: GateOut = input(inputs, "gate")?;
     let v = p
         .store
-        .version(&g.model, g.champion)
+        .version(&g.model, g.drift_reference)
         .await
         .map_err(store_err)?;
     let reference_dir = p.snapshot_root.join(&v.snapshot_hash);
     let threshold = p.config.drift_threshold;
     let mut out = DriftOut {
+        reference_version: v.version,
         reference: v.snapshot_hash.clone(),
         current: f.snapshot_id.clone(),
         threshold,
@@ -591,6 +599,7 @@ async fn drift_step(p: &Pipeline, inputs: &Inputs) -> StepResult {
 pub fn summary(run: &RunContext, inputs: &Inputs) -> Value {
     let drift = inputs.get("drift").map(|d| {
         json!({
+            "reference_version": d.get("reference_version"),
             "max_psi": d.get("max_psi"), "flagged": d.get("flagged"), "note": d.get("note"),
             "top": d.get("features").and_then(|f| f.as_array()).map(|f| f.iter().take(5).cloned().collect::<Vec<_>>()),
         })

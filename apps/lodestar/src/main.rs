@@ -1,5 +1,6 @@
 //! The `lodestar` binary: parses the command line and configuration, then runs one subcommand.
 
+mod accounts;
 mod bench;
 mod cli;
 mod config;

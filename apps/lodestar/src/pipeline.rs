@@ -508,6 +508,43 @@ pub(crate) fn up(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// The demo advisor: a new password each time the demo runs, and a caseload of the first
+/// presentation the champion scored.
+async fn demo_advisor(p: &Pipeline) -> anyhow::Result<()> {
+    let store = &p.store;
+    let model = &p.config.model;
+    let champion = store
+        .alias(model, lodestar_store::CHAMPION)
+        .await?
+        .context("the demo run left no champion")?;
+    let password = crate::accounts::new_password();
+    let hash = crate::accounts::hash_password(&password)?;
+    let id = match store.user(DEMO_ADVISOR).await? {
+        Some(u) => {
+            store.set_password_hash(u.id, &hash).await?;
+            u.id
+        }
+        None => store.create_user(DEMO_ADVISOR, "advisor", &hash).await?,
+    };
+    let scored = store.scored_students(model, champion).await?;
+    let Some((module, presentation, _)) = scored.first().cloned() else {
+        bail!("the champion scored no student");
+    };
+    let caseload: Vec<_> = scored
+        .into_iter()
+        .filter(|(m, c, _)| *m == module && *c == presentation)
+        .collect();
+    store.assign_many(id, &caseload).await?;
+    println!(
+        "demo advisor: {DEMO_ADVISOR} / {password} (caseload: the {} students of {module}-{presentation}; the dashboard signs in with it; a new password each demo run)",
+        caseload.len()
+    );
+    Ok(())
+}
+
+/// The demo advisor's sign-in name.
+const DEMO_ADVISOR: &str = "advisor";
+
 /// `lodestar demo`.
 pub(crate) fn demo(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     if !args.export.is_dir() {
@@ -536,6 +573,7 @@ pub(crate) fn demo(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         );
         let trigger = Trigger::on_demand("demo");
         run_once(&p, &trigger, false).await?;
+        demo_advisor(&p).await?;
         if args.no_serve {
             return Ok(());
         }

@@ -641,6 +641,12 @@ fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
         printed.iter().any(|l| l.starts_with("scored: ")),
         "{printed:#?}"
     );
+    let advisor = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("demo advisor: advisor / "))
+        .unwrap_or_else(|| panic!("no demo advisor credentials: {printed:#?}"));
+    let password = advisor.split_whitespace().next().unwrap();
+    assert_eq!(password.len(), 16, "{advisor}");
     let urls: Vec<String> = lines
         .by_ref()
         .take(3)

@@ -517,6 +517,70 @@ impl Store {
         Ok(row.try_get("id")?)
     }
 
+    /// Replaces a user's password hash and clears any lockout.
+    pub async fn set_password_hash(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE users SET password_hash = $1, failed_logins = 0, locked_until = NULL WHERE id = $2",
+        )
+        .bind(password_hash)
+        .bind(user_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Assigns students to a user's caseload in one transaction (existing ones are kept).
+    pub async fn assign_many(
+        &self,
+        user_id: i64,
+        students: &[(String, String, i64)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for (module, presentation, student) in students {
+            sqlx::query(
+                "INSERT INTO caseloads (user_id, code_module, code_presentation, id_student) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(module)
+            .bind(presentation)
+            .bind(student)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The students a model version has scored: (module, presentation, student), sorted.
+    pub async fn scored_students(
+        &self,
+        model: &str,
+        version: i64,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT code_module, code_presentation, id_student FROM predictions \
+             WHERE model = $1 AND version = $2 ORDER BY code_module, code_presentation, id_student",
+        )
+        .bind(model)
+        .bind(version)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("code_module")?,
+                    r.try_get("code_presentation")?,
+                    r.try_get("id_student")?,
+                ))
+            })
+            .collect()
+    }
+
     /// A user by sign-in name.
     pub async fn user(&self, username: &str) -> Result<Option<User>, StoreError> {
         let row =

@@ -545,6 +545,28 @@ async fn predictions_are_kept_with_feedback_until_retention_purges_them(db: Test
         vec![5, 6]
     );
     assert_eq!(history[0].prediction, prediction(11, 5, 0.8));
+    assert_eq!(
+        s.scored_students("at-risk", 1).await.unwrap(),
+        [
+            ("BBB".to_owned(), "2013J".to_owned(), 11),
+            ("BBB".to_owned(), "2013J".to_owned(), 12)
+        ]
+    );
+    assert!(
+        s.has_predictions("at-risk", 1, "BBB", "2013J", 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.has_predictions("at-risk", 1, "BBB", "2013J", 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.has_predictions("at-risk", 2, "BBB", "2013J", 5)
+            .await
+            .unwrap()
+    );
     s.add_feedback(
         history[0].id,
         "incorrectly_flagged",
@@ -600,6 +622,22 @@ async fn users_caseloads_and_notes(db: TestDb) {
     s.assign(ada, "BBB", "2013J", 12).await.unwrap();
     assert_eq!(s.caseload(ada).await.unwrap().len(), 2);
     assert!(s.caseload(bob).await.unwrap().is_empty());
+    let more = [
+        ("BBB", "2013J", 12),
+        ("BBB", "2013J", 13),
+        ("DDD", "2013J", 14),
+    ]
+    .map(|(m, c, st)| (m.to_owned(), c.to_owned(), st));
+    s.assign_many(bob, &more).await.unwrap();
+    s.assign_many(bob, &more).await.unwrap();
+    assert_eq!(s.caseload(bob).await.unwrap().len(), 3);
+    s.set_password_hash(bob, "$argon2id$v=19$new")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.user("bob").await.unwrap().unwrap().password_hash,
+        "$argon2id$v=19$new"
+    );
     let note = s
         .add_note(ada, "BBB", "2013J", 11, "called, left a message", None)
         .await

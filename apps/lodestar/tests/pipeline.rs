@@ -261,8 +261,14 @@ fn a_full_run_then_a_rerun_from_the_cache_with_the_summary_sent_to_the_webhook()
         assert_eq!(summary["gate"]["promoted"], true);
         let stored = summary["score"]["stored"].as_u64().unwrap();
         assert!(stored > 1000, "{summary}");
-        // Tonight's snapshot is the champion's own: no drift.
-        assert!(summary["drift"]["max_psi"].as_f64().unwrap() < 1e-9);
+        // Tonight's snapshot is the champion's own: nothing to compare.
+        assert!(
+            summary["drift"]["note"]
+                .as_str()
+                .unwrap()
+                .contains("nothing to compare"),
+            "{summary}"
+        );
         let sent: Value = serde_json::from_str(&body.recv().unwrap()).unwrap();
         assert_eq!(sent["run"], run);
         assert_eq!(sent["registered"]["version"], 1);
@@ -320,6 +326,32 @@ fn a_full_run_then_a_rerun_from_the_cache_with_the_summary_sent_to_the_webhook()
         );
         let history = e.json(&["pipeline", "history", "--json"]);
         assert_eq!(history.as_array().unwrap().len(), 3);
+
+        // A different population (a synthetic export) drifts from the champion's training data.
+        let synthetic = e.dir.path().join("synthetic");
+        e.ok(&[
+            "generate",
+            "--students",
+            "800",
+            "--out",
+            synthetic.to_str().unwrap(),
+        ]);
+        let out = e.lodestar(
+            &[
+                "pipeline",
+                "run",
+                "--json",
+                "--export",
+                synthetic.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let drift = &doc["summary"]["drift"];
+        assert_eq!(drift["reference_version"], 1, "{drift}");
+        assert!(drift["max_psi"].as_f64().unwrap() > 0.25, "{drift}");
+        assert_eq!(drift["flagged"], true, "{drift}");
+        assert_eq!(doc["flagged"], true);
     }
 }
 

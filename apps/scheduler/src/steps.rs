@@ -575,6 +575,13 @@ async fn drift_step(p: &Pipeline, inputs: &Inputs) -> StepResult {
         note: None,
         features: vec![],
     };
+    if v.snapshot_hash == f.snapshot_id {
+        out.note = Some(format!(
+            "tonight's snapshot is the one version {} was trained on: nothing to compare",
+            v.version
+        ));
+        return to_json(&out);
+    }
     if !reference_dir.is_dir() {
         out.note = Some(format!(
             "the champion's training snapshot {} is no longer in {}: drift not measured",

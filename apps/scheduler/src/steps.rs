@@ -623,10 +623,20 @@ pub fn summary(run: &RunContext, inputs: &Inputs) -> Value {
     })
 }
 
+/// `scheme://host[:port]` of a URL, for messages.
+fn webhook_host(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    format!("{scheme}://{host}")
+}
+
 async fn notify_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResult {
     let Some(url) = &p.config.webhook else {
         return Ok(json!({"sent": false, "reason": "no pipeline.webhook configured"}));
     };
+    // Webhook URLs often carry a token in their path or query: errors name the host only.
+    let shown = webhook_host(url);
     let body = summary(run, inputs);
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
@@ -638,10 +648,27 @@ async fn notify_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepRes
         .body(body.to_string())
         .send()
         .await
-        .map_err(|e| format!("webhook {url}: {e}"))?;
+        .map_err(|e| format!("webhook {shown}: {}", e.without_url()))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("webhook {url} answered {status}").into());
+        return Err(format!("webhook {shown} answered {status}").into());
     }
     Ok(json!({"sent": true, "status": status.as_u16()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::webhook_host;
+
+    #[test]
+    fn webhook_messages_name_the_host_only() {
+        assert_eq!(
+            webhook_host("https://hooks.slack.com/services/T000/B000/SECRET?x=1"),
+            "https://hooks.slack.com"
+        );
+        assert_eq!(
+            webhook_host("http://user:pw@10.0.0.5:8080/hook"),
+            "http://10.0.0.5:8080"
+        );
+    }
 }

@@ -1,26 +1,43 @@
 //! Dashboard accounts from the command line: argon2id password hashes (PHC strings, salted
 //! from the operating system's random source) and generated passwords. `lodestar demo` makes
-//! its advisor here.
+//! its advisor here, and API tokens.
 
 use anyhow::anyhow;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHasher, SaltString};
 
-/// A new random password: 16 characters from an alphabet without look-alikes.
-pub(crate) fn new_password() -> String {
-    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    (0..16)
+/// `len` characters drawn uniformly from `alphabet` (rejection sampling keeps every character
+/// equally likely).
+fn random_string(alphabet: &[u8], len: usize) -> String {
+    (0..len)
         .map(|_| {
-            // Rejection sampling keeps every character equally likely.
             loop {
                 let b = (OsRng.next_u32() & 0xff) as usize;
-                if b < 256 - 256 % ALPHABET.len() {
-                    return ALPHABET[b % ALPHABET.len()] as char;
+                if b < 256 - 256 % alphabet.len() {
+                    return alphabet[b % alphabet.len()] as char;
                 }
             }
         })
         .collect()
+}
+
+/// A new random password: 16 characters from an alphabet without look-alikes.
+pub(crate) fn new_password() -> String {
+    random_string(
+        b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789",
+        16,
+    )
+}
+
+/// A new API token: `lds_` and 40 characters (about 238 bits) from the operating system's
+/// random source.
+pub(crate) fn new_token() -> String {
+    let body = random_string(
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+        40,
+    );
+    format!("lds_{body}")
 }
 
 /// The argon2id hash of a password, as a PHC string.
@@ -57,5 +74,8 @@ mod tests {
                 .is_err()
         );
         assert_ne!(hash, hash_password(&p).unwrap(), "salted");
+        let t = new_token();
+        assert!(t.starts_with("lds_") && t.len() == 44, "{t}");
+        assert_ne!(t, new_token());
     }
 }

@@ -101,8 +101,13 @@ pub(crate) enum Command {
     Pipeline(PipelineCommand),
     /// The scheduler service: the cron schedule, the inbox folder, and the run status over HTTP.
     Scheduler(ServeArgs),
-    /// Every service in one process on the embedded default (the scheduler and its status API;
-    /// the prediction API and the dashboard join as they land).
+    /// The prediction API for campus systems (REST under /v1, KServe v2, /openapi.json).
+    Api(ServeArgs),
+    /// API tokens: create (printed once, stored hashed), list, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Every service in one process on the embedded default: the scheduler and the prediction
+    /// API on one address (the dashboard joins when it lands).
     Up(ServeArgs),
     /// From a fresh clone: ingest data-samples/, train, register and promote, score, then serve.
     Demo(DemoArgs),
@@ -174,6 +179,52 @@ pub(crate) enum BenchCommand {
     /// Ingest + features on an export (generated at the given size unless --export is given):
     /// prints rows/s, wall time per step and peak memory.
     Ingest(BenchIngestArgs),
+    /// The prediction API against this binary on loopback: exec to /readyz, a 1,000-row batch,
+    /// and single-row POST /v1/predictions throughput with wrk (when installed).
+    Api(BenchApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchApiArgs {
+    /// Seconds of single-row load (wrk).
+    #[arg(long, default_value_t = 30)]
+    pub(crate) seconds: u64,
+    /// wrk connections.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) connections: u32,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: u32,
+    /// Cold starts to time.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) starts: u32,
+    /// Batches of 1,000 rows to time.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) batches: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Create a token; it is printed once and stored only as a hash.
+    Create {
+        /// A label: who or what uses it (e.g. `sis-prod`).
+        #[arg(long)]
+        name: String,
+        /// Scopes: predictions:read, predictions:write, pipeline:run, admin (repeat or comma-separate).
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+    /// Every token: id, name, scopes, created, last used, revoked.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token (API processes stop accepting it within their token cache period).
+    Revoke {
+        /// Token id (from `tokens list`).
+        id: i64,
+    },
 }
 
 #[derive(Debug, Args)]

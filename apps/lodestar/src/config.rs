@@ -30,6 +30,7 @@ struct FileConfig {
     artifact_store: Option<String>,
     prediction_retention_days: Option<u32>,
     pipeline: Option<lodestar_scheduler::PipelineConfig>,
+    api: Option<lodestar_api::ApiConfig>,
 }
 
 /// Where a value came from.
@@ -161,6 +162,8 @@ pub(crate) struct Config {
     /// webhook URL may carry a secret, so `lodestar config` shows only the schedule.
     #[serde(skip)]
     pub(crate) pipeline: Setting<lodestar_scheduler::PipelineConfig>,
+    /// The `[api]` table (served model, limits, token cache, champion watch).
+    pub(crate) api: Setting<lodestar_api::ApiConfig>,
 }
 
 fn cli_source(matches: &ArgMatches, id: &str, flag: &str, env: &str) -> Source {
@@ -342,8 +345,20 @@ impl Config {
             .value
             .validate()
             .with_context(|| format!("the [pipeline] configuration (from {})", pipeline.source))?;
+        let api = layer(
+            None,
+            || Source::Default,
+            file.api,
+            file_path,
+            lodestar_api::ApiConfig::default,
+        );
+        api.value
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("the [api] configuration (from {})", api.source))?;
         Ok(Config {
             pipeline,
+            api,
             snapshot_dir: under("snapshots"),
             artifact_store,
             prediction_retention_days,
@@ -380,7 +395,8 @@ impl Config {
             |p| p.display().to_string(),
         );
         let p = &self.pipeline.value;
-        let rows: [(&str, String, &Source); 9] = [
+        let a = &self.api.value;
+        let rows: [(&str, String, &Source); 10] = [
             (
                 "data_dir",
                 self.data_dir.value.display().to_string(),
@@ -428,6 +444,18 @@ impl Config {
                     if p.webhook.is_some() { "set" } else { "none" }
                 ),
                 &self.pipeline.source,
+            ),
+            (
+                "api",
+                format!(
+                    "model {}, batch <= {} rows, {} req/s per token (burst {}), timeout {} ms",
+                    a.model,
+                    a.max_batch_rows,
+                    a.rate_per_second,
+                    a.rate_burst,
+                    a.request_timeout_ms
+                ),
+                &self.api.source,
             ),
         ];
         let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);

@@ -1,6 +1,7 @@
 //! The `lodestar` binary: parses the command line and configuration, then runs one subcommand.
 
 mod accounts;
+mod api;
 mod bench;
 mod cli;
 mod config;
@@ -34,8 +35,12 @@ fn main() -> ExitCode {
             Command::Train(args) => train::train(&config, args),
             Command::Models(command) => models::run(&config, command),
             Command::Bench(cli::BenchCommand::Ingest(args)) => bench::run_ingest(&config, args),
+            Command::Bench(cli::BenchCommand::Api(args)) => api::bench(&config, args),
+            Command::Api(args) => api::run(&config, args),
+            Command::Tokens(command) => api::tokens(&config, command),
             Command::Pipeline(command) => pipeline::run(&config, command),
-            Command::Scheduler(args) | Command::Up(args) => pipeline::up(&config, args),
+            Command::Scheduler(args) => pipeline::scheduler(&config, args),
+            Command::Up(args) => pipeline::up(&config, args),
             Command::Demo(args) => pipeline::demo(&config, args),
         }
     });

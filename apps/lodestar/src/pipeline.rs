@@ -15,7 +15,7 @@ use crate::cli::{DemoArgs, PipelineCommand, ServeArgs};
 use crate::config::Config;
 use crate::models::{artifacts, connect};
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -227,6 +227,7 @@ pub(crate) fn run(config: &Config, command: &PipelineCommand) -> anyhow::Result<
                     slot: None,
                     export: args.export.clone(),
                     no_cache: args.no_cache,
+                    queued: None,
                 };
                 run_once(&p, &trigger, args.json).await.map(|_| ())
             }
@@ -433,7 +434,7 @@ fn inbox_dir(config: &Config) -> PathBuf {
         .unwrap_or_else(|| config.data_dir.value.join("inbox"))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -454,8 +455,35 @@ async fn shutdown_signal() {
     }
 }
 
-/// Serves the status API and runs the scheduler until SIGINT or SIGTERM.
-async fn serve(config: &Config, p: Arc<Pipeline>, args: &ServeArgs) -> anyhow::Result<()> {
+/// What one process serves besides the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Services {
+    /// `lodestar scheduler`: its run status on HTTP.
+    SchedulerOnly,
+    /// `lodestar up` and `lodestar demo`: the prediction API (with the run routes) too.
+    All,
+}
+
+/// Serves HTTP and runs the scheduler until SIGINT or SIGTERM.
+async fn serve(
+    config: &Config,
+    p: Arc<Pipeline>,
+    args: &ServeArgs,
+    services: Services,
+) -> anyhow::Result<()> {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let api = match services {
+        Services::All => Some(
+            lodestar_api::Api::new(
+                p.store.clone(),
+                p.artifacts.clone(),
+                config.api.value.clone(),
+                Some(wake.clone()),
+            )
+            .await?,
+        ),
+        Services::SchedulerOnly => None,
+    };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {} (--listen, LODESTAR_LISTEN)", args.listen))?;
@@ -463,8 +491,12 @@ async fn serve(config: &Config, p: Arc<Pipeline>, args: &ServeArgs) -> anyhow::R
     let base = format!("http://{addr}");
     println!("serving on {base}");
     println!("  {base}/healthz            liveness");
-    println!("  {base}/readyz             readiness (store reachable)");
-    println!("  {base}/v1/pipeline/runs   pipeline runs (JSON)");
+    if api.is_some() {
+        crate::api::print_routes(&base);
+    } else {
+        println!("  {base}/readyz             readiness (store reachable)");
+        println!("  {base}/v1/pipeline/runs   pipeline runs (JSON)");
+    }
     println!(
         "scheduler: {} ({}); inbox {}",
         p.config.schedule,
@@ -473,38 +505,50 @@ async fn serve(config: &Config, p: Arc<Pipeline>, args: &ServeArgs) -> anyhow::R
     );
     println!("stop with Ctrl-C");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let http = axum::serve(listener, router(p.store.clone())).with_graceful_shutdown({
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let http = async {
+        match api {
+            Some(api) => api
+                .serve(listener, stopped(stop_rx.clone()))
+                .await
+                .context("the HTTP server"),
+            None => axum::serve(listener, router(p.store.clone()))
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .await
+                .context("the HTTP server"),
         }
-    });
+    };
     let folders = Folders {
         inbox: inbox_dir(config),
         landed: config.export_dir.value.clone(),
     };
-    let scheduler = run_scheduler(p, folders, {
-        let mut rx = stop_rx;
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    });
+    let scheduler = run_scheduler(p.clone(), folders, wake, stopped(stop_rx.clone()));
     let signal = async move {
         shutdown_signal().await;
         eprintln!("shutting down: finishing in-flight requests and the current run");
         let _ = stop_tx.send(true);
     };
     let (http, scheduler, ()) = tokio::join!(http, scheduler, signal);
-    http.context("the HTTP server")?;
+    http?;
     scheduler?;
     Ok(())
 }
 
-/// `lodestar scheduler` and `lodestar up`.
+/// `lodestar scheduler`.
+pub(crate) fn scheduler(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let p = pipeline(config, config.pipeline.value.clone()).await?;
+        serve(config, p, args, Services::SchedulerOnly).await
+    })
+}
+
+/// `lodestar up`.
 pub(crate) fn up(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let p = pipeline(config, config.pipeline.value.clone()).await?;
-        serve(config, p, args).await
+        serve(config, p, args, Services::All).await
     })
 }
 
@@ -574,10 +618,11 @@ pub(crate) fn demo(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         let trigger = Trigger::on_demand("demo");
         run_once(&p, &trigger, false).await?;
         demo_advisor(&p).await?;
+        crate::api::demo_token(&p.store).await?;
         if args.no_serve {
             return Ok(());
         }
         println!();
-        serve(config, p, &args.serve).await
+        serve(config, p, &args.serve, Services::All).await
     })
 }

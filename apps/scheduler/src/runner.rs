@@ -27,6 +27,8 @@ pub struct Trigger {
     pub export: Option<PathBuf>,
     /// Run every step even when a finished one with the same inputs exists.
     pub no_cache: bool,
+    /// A run queued over the API, claimed instead of starting a new one.
+    pub queued: Option<i64>,
 }
 
 impl Trigger {
@@ -37,6 +39,18 @@ impl Trigger {
             slot: None,
             export: None,
             no_cache: false,
+            queued: None,
+        }
+    }
+
+    /// A run queued over the API (`POST /v1/pipeline/runs`).
+    pub fn queued(run: &lodestar_store::PipelineRun) -> Trigger {
+        Trigger {
+            kind: "api".to_owned(),
+            slot: None,
+            export: None,
+            no_cache: run.no_cache,
+            queued: Some(run.id),
         }
     }
 }
@@ -203,16 +217,24 @@ impl Pipeline {
         // Recorded absolute, so `pipeline show` names it whatever folder it is read from.
         let export = std::path::absolute(&export).unwrap_or(export);
         let export_text = export.display().to_string();
-        let Some(run_id) = self
-            .store
-            .start_run(&NewRun {
-                trigger: &trigger.kind,
-                scheduled_for: trigger.slot.as_deref(),
-                export_dir: Some(&export_text),
-                holder: Some(&self.holder.id),
-            })
-            .await?
-        else {
+        let started = match trigger.queued {
+            Some(id) => self
+                .store
+                .claim_run(id, &self.holder.id, &export_text)
+                .await?
+                .then_some(id),
+            None => {
+                self.store
+                    .start_run(&NewRun {
+                        trigger: &trigger.kind,
+                        scheduled_for: trigger.slot.as_deref(),
+                        export_dir: Some(&export_text),
+                        holder: Some(&self.holder.id),
+                    })
+                    .await?
+            }
+        };
+        let Some(run_id) = started else {
             return Ok(Outcome::AlreadyServed {
                 slot: trigger.slot.clone().unwrap_or_default(),
             });

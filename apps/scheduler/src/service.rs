@@ -24,7 +24,7 @@ pub fn run_json(r: &PipelineRun) -> Value {
         "id": r.id, "trigger": r.trigger, "status": r.status, "started_at": r.started_at,
         "finished_at": r.finished_at, "error": r.error, "flagged": r.flagged,
         "scheduled_for": r.scheduled_for, "export": r.export_dir, "holder": r.holder,
-        "summary": r.summary,
+        "summary": r.summary, "requested_by": r.requested_by,
     })
 }
 
@@ -159,10 +159,13 @@ pub fn log_event(e: &crate::Event) {
     }
 }
 
-/// Runs the scheduler until `shutdown` resolves (a run in progress is finished first).
+/// Runs the scheduler until `shutdown` resolves (a run in progress is finished first). Besides
+/// its cron slots and the inbox it runs the runs queued over the API, looking each poll period
+/// and whenever `wake` is notified (the API in the same process does).
 pub async fn run_scheduler(
     pipeline: Arc<Pipeline>,
     folders: Folders,
+    wake: Arc<tokio::sync::Notify>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
     let schedule = pipeline.config.cron()?;
@@ -190,6 +193,7 @@ pub async fn run_scheduler(
                 slot: Some(slot),
                 export: None,
                 no_cache: false,
+                queued: None,
             };
             let outcome = pipeline.run(&trigger, quiet).await;
             log_outcome(pending_kind, &outcome);
@@ -212,9 +216,22 @@ pub async fn run_scheduler(
                 slot: None,
                 export: Some(landed),
                 no_cache: false,
+                queued: None,
             };
             let outcome = pipeline.run(&trigger, quiet).await;
             log_outcome("inbox", &outcome);
+        }
+        for queued in pipeline.store.queued_runs().await? {
+            tracing::info!(
+                run = queued.id,
+                requested_by = queued.requested_by.as_deref().unwrap_or("?"),
+                "run queued over the API"
+            );
+            let outcome = pipeline.run(&Trigger::queued(&queued), quiet).await;
+            log_outcome("api", &outcome);
+            if matches!(outcome, Ok(Outcome::Busy { .. })) {
+                break;
+            }
         }
         let now = chrono::Utc::now();
         let until_slot = next
@@ -226,6 +243,7 @@ pub async fn run_scheduler(
                 return Ok(());
             }
             () = tokio::time::sleep(until_slot.min(poll)) => {}
+            () = wake.notified() => {}
         }
         if let Some(t) = next
             && chrono::Utc::now() >= t

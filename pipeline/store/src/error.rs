@@ -90,3 +90,29 @@ impl From<sqlx::Error> for StoreError {
         StoreError::Db(e)
     }
 }
+
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, network, pool exhausted),
+    /// as opposed to a bad query or bad data: a service answers 503 and retries later.
+    pub fn is_unreachable(&self) -> bool {
+        let e = match self {
+            StoreError::Connect(_) => return true,
+            StoreError::Db(e) => e,
+            _ => return false,
+        };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // PostgreSQL's connection exceptions (08) and operator intervention (57: shut down,
+            // restarting).
+            sqlx::Error::Database(d) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+            _ => false,
+        }
+    }
+}

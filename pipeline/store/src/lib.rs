@@ -14,7 +14,9 @@ pub use artifacts::{ArtifactRef, ArtifactStore};
 pub use card::model_card;
 pub use error::StoreError;
 pub use lease::{Lease, LeaseHolder, LeaseRecord};
-pub use ops::{ApiToken, NewPrediction, NewRun, PipelineRun, Prediction, StepRun, User};
+pub use ops::{
+    ApiToken, CohortPage, NewPrediction, NewRun, PipelineRun, Prediction, StepRun, TokenInfo, User,
+};
 pub use registry::{AliasMove, CHAMPION, ModelVersion, NewVersion, Promotion};
 
 use std::str::FromStr;

@@ -33,6 +33,10 @@ pub struct PipelineRun {
     pub holder: Option<String>,
     /// What it did (JSON), once finished.
     pub summary: Option<serde_json::Value>,
+    /// Who asked for it, for runs queued over the API (the token's name).
+    pub requested_by: Option<String>,
+    /// Asked to run every step even when a cached result exists.
+    pub no_cache: bool,
 }
 
 /// One attempt of one step of a run.
@@ -111,6 +115,30 @@ pub struct Prediction {
     pub scored_at: String,
 }
 
+/// One page of a presentation's predictions at one week.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortPage {
+    /// The week shown (the latest scored when none was asked for); `None` when nothing is scored.
+    pub week: Option<i64>,
+    /// Students matching the filter at that week.
+    pub total: i64,
+    /// This page, riskiest first: each student's latest prediction for the week.
+    pub rows: Vec<Prediction>,
+}
+
+/// An API token as `lodestar tokens list` shows it (never the token itself).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenInfo {
+    /// Id, name and scopes.
+    pub token: ApiToken,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Revoked, if it was.
+    pub revoked_at: Option<String>,
+    /// Last seen by an API process (updated at most once per cache period).
+    pub last_used_at: Option<String>,
+}
+
 /// A dashboard user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
@@ -144,7 +172,7 @@ fn json_column(r: &AnyRow, column: &str) -> Result<Option<serde_json::Value>, St
     .transpose()
 }
 
-const RUN_COLUMNS: &str = "id, trigger, status, started_at, finished_at, error, flagged, scheduled_for, export_dir, holder, summary_json";
+const RUN_COLUMNS: &str = "id, trigger, status, started_at, finished_at, error, flagged, scheduled_for, export_dir, holder, summary_json, requested_by, no_cache";
 const STEP_COLUMNS: &str = "id, run_id, step, attempt, status, input_hash, output_hash, error, started_at, finished_at, output_json";
 
 fn run_from(r: &AnyRow) -> Result<PipelineRun, StoreError> {
@@ -160,6 +188,8 @@ fn run_from(r: &AnyRow) -> Result<PipelineRun, StoreError> {
         export_dir: r.try_get("export_dir")?,
         holder: r.try_get("holder")?,
         summary: json_column(r, "summary_json")?,
+        requested_by: r.try_get("requested_by")?,
+        no_cache: r.try_get::<i64, _>("no_cache")? != 0,
     })
 }
 
@@ -223,6 +253,51 @@ impl Store {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Queues a run asked for over the API; a scheduler claims it (see [`Store::claim_run`]).
+    pub async fn queue_run(&self, requested_by: &str, no_cache: bool) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO pipeline_runs (trigger, status, started_at, requested_by, no_cache) \
+             VALUES ('api', 'queued', $1, $2, $3) RETURNING id",
+        )
+        .bind(now())
+        .bind(requested_by)
+        .bind(i64::from(no_cache))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Runs waiting for a scheduler, oldest first.
+    pub async fn queued_runs(&self) -> Result<Vec<PipelineRun>, StoreError> {
+        let sql =
+            format!("SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE status = 'queued' ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(run_from).collect()
+    }
+
+    /// Claims a queued run for `holder` (status `running`, started now); false when it was no
+    /// longer queued (another scheduler took it).
+    pub async fn claim_run(
+        &self,
+        id: i64,
+        holder: &str,
+        export_dir: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE pipeline_runs SET status = 'running', started_at = $1, holder = $2, export_dir = $3 \
+             WHERE id = $4 AND status = 'queued'",
+        )
+        .bind(now())
+        .bind(holder)
+        .bind(export_dir)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Records a run's end.
@@ -442,6 +517,93 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(prediction_from).collect()
+    }
+
+    /// One stored prediction.
+    pub async fn prediction(&self, id: i64) -> Result<Option<Prediction>, StoreError> {
+        let sql = format!("SELECT {PREDICTION_COLUMNS} FROM predictions WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(prediction_from).transpose()
+    }
+
+    /// Every prediction of a student, in every presentation: by module, presentation, week,
+    /// then oldest first.
+    pub async fn student_predictions(
+        &self,
+        id_student: i64,
+    ) -> Result<Vec<Prediction>, StoreError> {
+        let sql = format!(
+            "SELECT {PREDICTION_COLUMNS} FROM predictions WHERE id_student = $1 \
+             ORDER BY code_module, code_presentation, as_of_week, id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id_student)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(prediction_from).collect()
+    }
+
+    /// A page of a presentation's predictions at `week` (default: the latest week scored),
+    /// each student's latest prediction for that week, riskiest first, optionally of one tier.
+    pub async fn cohort(
+        &self,
+        code_module: &str,
+        code_presentation: &str,
+        week: Option<i64>,
+        tier: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<CohortPage, StoreError> {
+        let week = match week {
+            Some(w) => Some(w),
+            None => sqlx::query(
+                "SELECT MAX(as_of_week) AS w FROM predictions WHERE code_module = $1 AND code_presentation = $2",
+            )
+            .bind(code_module)
+            .bind(code_presentation)
+            .fetch_one(self.pool())
+            .await?
+            .try_get("w")?,
+        };
+        let Some(w) = week else {
+            return Ok(CohortPage {
+                week: None,
+                total: 0,
+                rows: Vec::new(),
+            });
+        };
+        let latest = "id IN (SELECT MAX(id) FROM predictions WHERE code_module = $1 AND code_presentation = $2 \
+                      AND as_of_week = $3 GROUP BY id_student) AND ($4 = '' OR tier = $4)";
+        let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM predictions WHERE {latest}"
+        )))
+        .bind(code_module)
+        .bind(code_presentation)
+        .bind(w)
+        .bind(tier.unwrap_or(""))
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {PREDICTION_COLUMNS} FROM predictions WHERE {latest} \
+             ORDER BY probability DESC, id_student LIMIT $5 OFFSET $6"
+        )))
+        .bind(code_module)
+        .bind(code_presentation)
+        .bind(w)
+        .bind(tier.unwrap_or(""))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(CohortPage {
+            week: Some(w),
+            total,
+            rows: rows.iter().map(prediction_from).collect::<Result<_, _>>()?,
+        })
     }
 
     /// Deletes predictions scored more than `days` days ago (with their feedback); returns how many.
@@ -773,6 +935,30 @@ impl Store {
             name: r.try_get("name")?,
             scopes: scopes.split_whitespace().map(str::to_owned).collect(),
         }))
+    }
+
+    /// Every token ever created, newest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, scopes, created_at, revoked_at, last_used_at FROM api_tokens ORDER BY id DESC",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let scopes: String = r.try_get("scopes")?;
+                Ok(TokenInfo {
+                    token: ApiToken {
+                        id: r.try_get("id")?,
+                        name: r.try_get("name")?,
+                        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+                    },
+                    created_at: r.try_get("created_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    last_used_at: r.try_get("last_used_at")?,
+                })
+            })
+            .collect()
     }
 
     /// Revokes a token; returns false if there was no live token with that id.

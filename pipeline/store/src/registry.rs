@@ -296,6 +296,18 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// A model's aliases and the versions they point at, by alias name.
+    pub async fn aliases(&self, model: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT alias, version FROM aliases WHERE model = $1 ORDER BY alias")
+                .bind(model)
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("alias")?, r.try_get("version")?)))
+            .collect()
+    }
+
     /// Every move of every alias of a model, oldest first.
     pub async fn alias_history(&self, model: &str) -> Result<Vec<AliasMove>, StoreError> {
         let rows = sqlx::query(

@@ -611,11 +611,25 @@ fn two_schedulers_started_together_serve_a_missed_slot_once() {
 }
 
 fn http_get(base: &str, path: &str) -> (u16, String) {
+    http(base, "GET", path, None, None)
+}
+
+/// One HTTP/1.1 request, with a bearer token and a JSON body when given.
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let addr = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let body = body.unwrap_or("");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut response = String::new();
@@ -690,12 +704,62 @@ fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
         let (status, body) = http_get(&base, path);
         assert_eq!(status, 200, "{url}: {body}");
     }
-    let (_, runs) = http_get(&base, "/v1/pipeline/runs");
-    let runs: Value = serde_json::from_str(&runs).unwrap();
-    assert_eq!(runs["runs"][0]["status"], "succeeded");
-    assert_eq!(runs["runs"][0]["trigger"], "demo");
+    // The demo token runs the pipeline through the API; the scheduler in the same process
+    // takes the queued run at once, and its scores are read back through the API.
+    let token = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("demo API token "))
+        .and_then(|l| l.split(": ").nth(1))
+        .unwrap_or_else(|| panic!("no demo API token: {printed:#?}"))
+        .to_owned();
+    let (status, body) = http(&base, "POST", "/v1/pipeline/runs", Some(&token), None);
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let run = loop {
+        let (status, body) = http(
+            &base,
+            "GET",
+            &format!("/v1/pipeline/runs/{id}"),
+            Some(&token),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let run: Value = serde_json::from_str(&body).unwrap();
+        if run["status"] != "queued" && run["status"] != "running" {
+            break run;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["trigger"], "api");
+    let (status, body) = http(
+        &base,
+        "GET",
+        "/v1/cohorts/BBB-2013J/risk?per_page=1",
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let student = serde_json::from_str::<Value>(&body).unwrap()["students"][0]["id_student"]
+        .as_i64()
+        .unwrap();
+    let (status, body) = http(
+        &base,
+        "GET",
+        &format!("/v1/students/{student}/risk"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let risk: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        risk["current"]["factors_up"][0]["text"].is_string(),
+        "{risk}"
+    );
     let (status, body) = http_get(&base, "/v1/pipeline/runs/999");
-    assert_eq!(status, 404, "{body}");
+    assert_eq!(status, 401, "no token: {body}");
     assert!(demo.stop());
     assert!(dir.path().join("lodestar-data/lodestar.db").is_file());
 }

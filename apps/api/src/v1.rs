@@ -366,7 +366,7 @@ pub async fn cohort_risk(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ScoreQuery {
-    /// Explain each score (factors up and down); default true.
+    /// Explain each score (factors up and down, about 40 model evaluations a row); default false.
     pub explain: Option<bool>,
 }
 
@@ -394,7 +394,7 @@ pub struct ScoredRow {
     pub tier: String,
     /// At or above the operating threshold.
     pub flagged: bool,
-    /// Factors raising the risk (empty with `explain=false`).
+    /// Factors raising the risk (empty unless `explain=true`).
     pub factors_up: Vec<FactorView>,
     /// Factors lowering it.
     pub factors_down: Vec<FactorView>,
@@ -608,7 +608,7 @@ pub async fn predict(
         }
     };
     let model = champion(&state)?;
-    let predictions = score(&state, &model, rows, q.explain.unwrap_or(true))?;
+    let predictions = score(&state, &model, rows, q.explain.unwrap_or(false))?;
     Ok(Json(ScoreResponse {
         model: model.model.clone(),
         model_version: model.version,

@@ -219,7 +219,7 @@ async fn every_route_and_status(t: &TestApi) {
     let (s, v, _) = call(
         t,
         M::POST,
-        "/v1/predictions",
+        "/v1/predictions?explain=true",
         Some(&tk.write),
         Some(row(3.0, 12.0, 150.0, "South")),
     )
@@ -238,7 +238,7 @@ async fn every_route_and_status(t: &TestApi) {
     let (s, v, _) = call(
         t,
         M::POST,
-        "/v1/predictions?explain=false",
+        "/v1/predictions",
         Some(&tk.write),
         Some(json!({"rows": [row(1.0, 0.0, 5.0, "North"), with_id]})),
     )
@@ -250,7 +250,11 @@ async fn every_route_and_status(t: &TestApi) {
         (p - expected(1, 3.0, 2.0, 10.0, None)).abs() < 1e-12,
         "null imputed, unseen category all zeros"
     );
-    assert_eq!(v["predictions"][0]["factors_up"], json!([]));
+    assert_eq!(
+        v["predictions"][0]["factors_up"],
+        json!([]),
+        "explanations are asked for"
+    );
     let (s, _, _) = call(
         t,
         M::POST,

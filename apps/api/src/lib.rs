@@ -28,6 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use lodestar_store::{ArtifactStore, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -266,6 +267,8 @@ impl Api {
             .with_state(self.state.clone())
             .layer(axum::Extension(ops::OpenApiText(doc)))
             .layer(DefaultBodyLimit::max(c.max_body_bytes))
+            // Refuses a declared oversize body before reading it.
+            .layer(RequestBodyLimitLayer::new(c.max_body_bytes))
             .layer(TimeoutLayer::with_status_code(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 Duration::from_millis(c.request_timeout_ms),

@@ -605,6 +605,9 @@ pub(crate) fn demo(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         // calibration only. Real data keeps the configured limit.
         settings.gate.max_fairness_gap = f64::INFINITY;
         settings.gate.max_ece = settings.gate.max_ece.max(0.2);
+        // The sample's presentations are over: score every week, so the dashboard shows each
+        // student's risk as the course went.
+        settings.score_history = true;
         let p = pipeline(config, settings).await?;
         println!(
             "demo: running the pipeline on {} into {}",

@@ -42,6 +42,9 @@ pub struct PipelineConfig {
     pub seed: u64,
     /// As-of week scored; empty: each presentation's latest week in the export.
     pub score_week: Option<u16>,
+    /// Also score every earlier week a version has not scored yet (a course's risk history on
+    /// its first night, or in the demo).
+    pub score_history: bool,
     /// The promotion gate the candidate must pass against the champion.
     pub gate: PromotionGate,
     /// A run is flagged when a feature's population stability index exceeds this.
@@ -74,6 +77,7 @@ impl Default for PipelineConfig {
             weeks: vec![5, 10, 20],
             seed: 42,
             score_week: None,
+            score_history: false,
             gate: PromotionGate::default(),
             drift_threshold: 0.25,
             webhook: None,

@@ -158,7 +158,9 @@ fn step_config(p: &Pipeline, step: &str) -> Value {
         }
         "evaluate" => json!({"weeks": c.weeks, "seed": c.seed}),
         "register" => json!({"model": c.model}),
-        "score" => json!({"train": c.train, "test": c.test, "week": c.score_week}),
+        "score" => {
+            json!({"train": c.train, "test": c.test, "week": c.score_week, "history": c.score_history})
+        }
         "drift" => json!({"threshold": c.drift_threshold}),
         _ => Value::Null,
     }

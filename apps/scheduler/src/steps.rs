@@ -14,7 +14,9 @@ use lodestar_ingest::snapshot::snapshot_id;
 use lodestar_ingest::{IngestOptions, ingest};
 use lodestar_model::Artifact;
 use lodestar_store::{ArtifactRef, CHAMPION, NewPrediction, NewVersion, Promotion, StoreError};
-use lodestar_train::batch::{FeatureDrift, current_rows, population_stability, score_rows};
+use lodestar_train::batch::{
+    FeatureDrift, context, current_rows, history_rows, population_stability, score_rows,
+};
 use lodestar_train::{Protocol, Snapshot, TrainOptions, evaluate_artifact, train_for};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -485,10 +487,11 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
         .await
         .map_err(store_err)?;
     let artifact = load_artifact(p, &v.artifact).await?;
-    let (train, test, week) = (
+    let (train, test, week, history) = (
         p.config.train.clone(),
         p.config.test.clone(),
         p.config.score_week,
+        p.config.score_history,
     );
     let (scored, s) = blocking(move || {
         let s = read_snapshot(&f.dir)?;
@@ -496,36 +499,54 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
             return Err(StepError::permanent("scoring needs a temporal protocol"));
         };
         let presentations = s.select_presentations(&test).map_err(|e| e.to_string())?;
-        let rows = current_rows(&s, &presentations, week);
+        let rows = if history {
+            history_rows(&s, &presentations, week)
+        } else {
+            current_rows(&s, &presentations, week)
+        };
         let predictions = score_rows(&s, &artifact, &rows).map_err(|e| e.to_string())?;
         Ok((rows.into_iter().zip(predictions).collect::<Vec<_>>(), s))
     })
     .await?;
+    // The week each presentation is scored at, and every (presentation, week) scored.
     let mut weeks: BTreeMap<String, u16> = BTreeMap::new();
+    let mut pairs: std::collections::BTreeSet<(u32, u16)> = Default::default();
     for (r, _) in &scored {
-        weeks.insert(
-            s.presentations[s.presentation[*r] as usize].clone(),
-            s.week[*r],
-        );
+        let w = weeks
+            .entry(s.presentations[s.presentation[*r] as usize].clone())
+            .or_insert(0);
+        *w = (*w).max(s.week[*r]);
+        pairs.insert((s.presentation[*r], s.week[*r]));
     }
-    let mut already = Vec::new();
-    for (name, week) in &weeks {
+    let mut done: std::collections::BTreeSet<(u32, u16)> = Default::default();
+    for (pr, week) in &pairs {
+        let name = &s.presentations[*pr as usize];
         let (module, code) = name.split_once('-').unwrap_or((name, ""));
         if p.store
             .has_predictions(&g.model, g.champion, module, code, i64::from(*week))
             .await
             .map_err(store_err)?
         {
-            already.push(name.clone());
+            done.insert((*pr, *week));
         }
     }
+    let already: Vec<String> = weeks
+        .iter()
+        .filter(|(name, week)| {
+            s.presentations
+                .iter()
+                .position(|n| n == *name)
+                .is_some_and(|pr| done.contains(&(pr as u32, **week)))
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
     let mut by_tier: BTreeMap<String, u64> = RiskTier::ALL
         .iter()
         .map(|t| (t.as_str().to_owned(), 0))
         .collect();
     let rows: Vec<NewPrediction> = scored
         .iter()
-        .filter(|(r, _)| !already.contains(&s.presentations[s.presentation[*r] as usize]))
+        .filter(|(r, _)| !done.contains(&(s.presentation[*r], s.week[*r])))
         .map(|(r, pr)| {
             let name = &s.presentations[s.presentation[*r] as usize];
             let (module, code) = name.split_once('-').unwrap_or((name, ""));
@@ -541,6 +562,7 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
                 tier: pr.tier.as_str().to_owned(),
                 explanation: json!({"up": pr.factors_up, "down": pr.factors_down, "flagged": pr.flagged}),
                 run_id: Some(run.id),
+                context: context(&s, *r),
             }
         })
         .collect();

@@ -5,6 +5,7 @@
 
 mod artifacts;
 mod card;
+mod dashboard;
 mod error;
 mod lease;
 mod ops;
@@ -12,6 +13,7 @@ mod registry;
 
 pub use artifacts::{ArtifactRef, ArtifactStore};
 pub use card::model_card;
+pub use dashboard::{CaseloadEntry, Note, OutreachSummary, Session, SignInState, StudentKey};
 pub use error::StoreError;
 pub use lease::{Lease, LeaseHolder, LeaseRecord};
 pub use ops::{

@@ -102,6 +102,9 @@ pub struct NewPrediction {
     pub explanation: serde_json::Value,
     /// The run that scored it.
     pub run_id: Option<i64>,
+    /// The student's week as the features saw it (activity, assessments), for the dashboard's
+    /// timeline; `Null` when not recorded.
+    pub context: serde_json::Value,
 }
 
 /// A stored prediction.
@@ -163,7 +166,10 @@ pub struct ApiToken {
     pub scopes: Vec<String>,
 }
 
-fn json_column(r: &AnyRow, column: &str) -> Result<Option<serde_json::Value>, StoreError> {
+pub(crate) fn json_column(
+    r: &AnyRow,
+    column: &str,
+) -> Result<Option<serde_json::Value>, StoreError> {
     let text: Option<String> = r.try_get(column)?;
     text.map(|t| {
         serde_json::from_str(&t)
@@ -225,13 +231,14 @@ fn prediction_from(r: &AnyRow) -> Result<Prediction, StoreError> {
             explanation: serde_json::from_str(&explanation)
                 .map_err(|e| StoreError::Invalid(format!("stored explanation is not JSON: {e}")))?,
             run_id: r.try_get("run_id")?,
+            context: json_column(r, "context_json")?.unwrap_or(serde_json::Value::Null),
         },
         scored_at: r.try_get("scored_at")?,
     })
 }
 
 const PREDICTION_COLUMNS: &str = "id, model, version, code_module, code_presentation, id_student, as_of_week, \
-     probability, tier, explanation_json, run_id, scored_at";
+     probability, tier, explanation_json, run_id, scored_at, context_json";
 
 impl Store {
     /// Starts a pipeline run; `None` when a run for the same cron slot already exists (another
@@ -479,7 +486,8 @@ impl Store {
         for p in rows {
             sqlx::query(
                 "INSERT INTO predictions (model, version, code_module, code_presentation, id_student, as_of_week, \
-                 probability, tier, explanation_json, run_id, scored_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 probability, tier, explanation_json, run_id, scored_at, context_json) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&p.model)
             .bind(p.version)
@@ -492,6 +500,7 @@ impl Store {
             .bind(p.explanation.to_string())
             .bind(p.run_id)
             .bind(&at)
+            .bind((!p.context.is_null()).then(|| p.context.to_string()))
             .execute(&mut *tx)
             .await?;
         }

@@ -108,6 +108,7 @@ both_backends!(
     predictions_are_kept_with_feedback_until_retention_purges_them,
     users_caseloads_and_notes,
     tokens_are_stored_hashed_and_can_be_revoked,
+    sessions_lockout_and_the_caseload_view,
 );
 
 fn report(auc: f64) -> EvaluationReport {
@@ -521,6 +522,7 @@ fn prediction(student: i64, week: i64, p: f64) -> lodestar_store::NewPrediction 
         tier: if p >= 0.7 { "high" } else { "low" }.into(),
         explanation: serde_json::json!({"up": ["no activity for 12 days"], "down": []}),
         run_id: None,
+        context: serde_json::Value::Null,
     }
 }
 
@@ -698,4 +700,96 @@ async fn tokens_are_stored_hashed_and_can_be_revoked(db: TestDb) {
     let stored: String = sqlx::Row::get(&rows[0], "token_hash");
     assert_ne!(stored, token);
     assert_eq!(stored.len(), 64, "a SHA-256 in hex");
+}
+
+async fn sessions_lockout_and_the_caseload_view(db: TestDb) {
+    let s = &db.store;
+    let ada = s
+        .create_user("ada", "advisor", "$argon2id$x")
+        .await
+        .unwrap();
+    // Lockout after three failures; a success clears the count.
+    assert_eq!(
+        s.sign_in_failed(ada, 3, "2999-01-01T00:00:00.000Z")
+            .await
+            .unwrap(),
+        1
+    );
+    s.sign_in_succeeded(ada).await.unwrap();
+    for _ in 0..3 {
+        s.sign_in_failed(ada, 3, "2999-01-01T00:00:00.000Z")
+            .await
+            .unwrap();
+    }
+    let state = s.sign_in_state("ada").await.unwrap().unwrap();
+    assert_eq!(
+        state.locked_until.as_deref(),
+        Some("2999-01-01T00:00:00.000Z")
+    );
+    assert!(s.sign_in_state("nobody").await.unwrap().is_none());
+    // Sessions: found by hash until they expire or are deleted.
+    s.create_session("h1", ada, "csrf1", "2999-01-01T00:00:00.000Z")
+        .await
+        .unwrap();
+    s.create_session("h0", ada, "csrf0", "2000-01-01T00:00:00.000Z")
+        .await
+        .unwrap();
+    let session = s.session("h1").await.unwrap().unwrap();
+    assert_eq!(
+        (session.user.username.as_str(), session.csrf.as_str()),
+        ("ada", "csrf1")
+    );
+    assert!(s.session("h0").await.unwrap().is_none(), "expired");
+    s.delete_session("h1").await.unwrap();
+    assert!(s.session("h1").await.unwrap().is_none());
+    // The caseload view: latest week beside the one before, only the advisor's students.
+    let mut rows = vec![
+        prediction(11, 1, 0.2),
+        prediction(11, 2, 0.3),
+        prediction(11, 2, 0.6),
+        prediction(12, 2, 0.9),
+        prediction(13, 2, 0.1),
+    ];
+    rows[0].context = serde_json::json!({"clicks_this_week": 4.0});
+    s.insert_predictions(&rows).await.unwrap();
+    s.assign(ada, "BBB", "2013J", 11).await.unwrap();
+    s.assign(ada, "BBB", "2013J", 12).await.unwrap();
+    let view = s.caseload_view(Some(ada)).await.unwrap();
+    assert_eq!(view.len(), 2);
+    assert_eq!(
+        (view[0].id_student, view[0].week, view[0].probability),
+        (11, 2, 0.6),
+        "week 2's later score"
+    );
+    assert_eq!(
+        view[0].previous.as_ref().map(|p| (p.0, p.1)),
+        Some((1, 0.2))
+    );
+    assert_eq!(view[1].previous, None);
+    assert_eq!(
+        s.caseload_view(None).await.unwrap().len(),
+        3,
+        "everyone for an admin"
+    );
+    assert!(s.in_caseload(ada, "BBB", "2013J", 12).await.unwrap());
+    assert!(!s.in_caseload(ada, "BBB", "2013J", 13).await.unwrap());
+    let history = s.prediction_history("BBB", "2013J", 11).await.unwrap();
+    assert_eq!(history[0].prediction.context["clicks_this_week"], 4.0);
+    // Outreach and notes.
+    s.add_note(ada, "BBB", "2013J", 11, "called", Some("no answer"))
+        .await
+        .unwrap();
+    s.add_note(ada, "BBB", "2013J", 11, "called again", Some("reached"))
+        .await
+        .unwrap();
+    let outreach = s.outreach_summary(Some(ada)).await.unwrap();
+    let o = &outreach[&("BBB".to_owned(), "2013J".to_owned(), 11)];
+    assert_eq!((o.notes, o.last_outcome.as_deref()), (2, Some("reached")));
+    let notes = s.notes("BBB", "2013J", 11).await.unwrap();
+    assert_eq!((notes.len(), notes[1].author.as_str()), (2, "ada"));
+    let id = view[0].prediction_id;
+    s.add_feedback(id, "acknowledged", "ada", None)
+        .await
+        .unwrap();
+    assert_eq!(s.feedback_on(id).await.unwrap()[0].0, "acknowledged");
 }

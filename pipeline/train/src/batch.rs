@@ -15,6 +15,17 @@ use crate::evaluate::source_columns;
 /// week, which is `week` when given, else the latest week the presentation has rows for (in a
 /// live export, the current week).
 pub fn current_rows(s: &Snapshot, presentations: &[u32], week: Option<u16>) -> Vec<usize> {
+    let latest = latest_weeks(s, presentations);
+    (0..s.len())
+        .filter(|r| {
+            let p = s.presentation[*r];
+            latest.contains_key(&p) && s.active[*r] && s.week[*r] == week.unwrap_or(latest[&p])
+        })
+        .collect()
+}
+
+/// Each of `presentations`' latest week in the snapshot.
+fn latest_weeks(s: &Snapshot, presentations: &[u32]) -> BTreeMap<u32, u16> {
     let mut latest: BTreeMap<u32, u16> = BTreeMap::new();
     for r in 0..s.len() {
         let p = s.presentation[r];
@@ -23,12 +34,50 @@ pub fn current_rows(s: &Snapshot, presentations: &[u32], week: Option<u16>) -> V
             *w = (*w).max(s.week[r]);
         }
     }
+    latest
+}
+
+/// Rows of `presentations` for every week up to each one's latest (or `week`), students still
+/// registered at each: a first scoring of a course that is under way fills its risk history.
+pub fn history_rows(s: &Snapshot, presentations: &[u32], week: Option<u16>) -> Vec<usize> {
+    let latest = latest_weeks(s, presentations);
     (0..s.len())
         .filter(|r| {
             let p = s.presentation[*r];
-            latest.contains_key(&p) && s.active[*r] && s.week[*r] == week.unwrap_or(latest[&p])
+            latest.contains_key(&p) && s.active[*r] && s.week[*r] <= week.unwrap_or(latest[&p])
         })
         .collect()
+}
+
+/// The features an advisor reads as a student's week (activity and assessments), stored with
+/// each prediction for the dashboard's timeline.
+pub const CONTEXT_FEATURES: [&str; 9] = [
+    "clicks_this_week",
+    "active_days_this_week",
+    "clicks_total",
+    "days_since_last_activity",
+    "assessments_due",
+    "assessments_submitted",
+    "assessments_missing",
+    "assessments_late",
+    "score_mean",
+];
+
+/// A row's [`CONTEXT_FEATURES`] as a JSON object (missing values and features the snapshot
+/// lacks are left out).
+pub fn context(s: &Snapshot, row: usize) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for name in CONTEXT_FEATURES {
+        let Some(i) = s.schema.features.iter().position(|f| f.name == name) else {
+            continue;
+        };
+        if let Some(RawColumn::Num(v)) = s.columns.get(i)
+            && v[row].is_finite()
+        {
+            out.insert(name.to_owned(), serde_json::json!(v[row]));
+        }
+    }
+    serde_json::Value::Object(out)
 }
 
 /// Scores and explains `rows` with `a` (its inputs matched to the snapshot's columns by name).

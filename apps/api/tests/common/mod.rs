@@ -295,6 +295,7 @@ pub async fn seed_predictions(store: &Store) {
                 "flagged": prob >= 0.5,
             }),
             run_id: None,
+            context: Value::Null,
         }
     };
     let mut rows = vec![p(11, 1, 0.2), p(11, 2, 0.3), p(11, 2, 0.45), p(11, 3, 0.81)];

@@ -283,10 +283,22 @@ impl Api {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_with(listener, Router::new(), shutdown).await
+    }
+
+    /// As [`Api::serve`], with `beside` (another service's routes, e.g. the dashboard's pages
+    /// in `lodestar up`) served on the same address.
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        beside: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let watcher = tokio::spawn(champion::watch(self.state.clone(), stop_rx));
         let app = self
             .router()
+            .merge(beside)
             .into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

@@ -106,8 +106,13 @@ pub(crate) enum Command {
     /// API tokens: create (printed once, stored hashed), list, revoke.
     #[command(subcommand)]
     Tokens(TokensCommand),
-    /// Every service in one process on the embedded default: the scheduler and the prediction
-    /// API on one address (the dashboard joins when it lands).
+    /// The advisor dashboard (server-rendered pages, no JavaScript).
+    Dashboard(ServeArgs),
+    /// Dashboard users: create (advisor or admin), assign a caseload, reset a password.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Every service in one process on the embedded default: the scheduler, the prediction API
+    /// and the dashboard on one address.
     Up(ServeArgs),
     /// From a fresh clone: ingest data-samples/, train, register and promote, score, then serve.
     Demo(DemoArgs),
@@ -201,6 +206,37 @@ pub(crate) struct BenchApiArgs {
     /// Batches of 1,000 rows to time.
     #[arg(long, default_value_t = 50)]
     pub(crate) batches: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsersCommand {
+    /// Create a user; the password is generated and printed once (stored as an argon2 hash).
+    Create {
+        /// Sign-in name.
+        #[arg(long)]
+        name: String,
+        /// `advisor` (sees their caseload) or `admin` (sees everyone, the model and the audit log).
+        #[arg(long, value_parser = ["advisor", "admin"])]
+        role: String,
+    },
+    /// Add students to a user's caseload: every scored student of a presentation, or the listed ones.
+    Assign {
+        /// Sign-in name.
+        #[arg(long)]
+        name: String,
+        /// `MODULE-PRESENTATION`, e.g. BBB-2013J.
+        #[arg(long)]
+        presentation: String,
+        /// Student ids (comma-separated); default: every scored student of the presentation.
+        #[arg(long, value_delimiter = ',')]
+        students: Vec<i64>,
+    },
+    /// Set a new generated password (printed once) and lift any lockout.
+    ResetPassword {
+        /// Sign-in name.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

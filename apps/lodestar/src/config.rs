@@ -31,6 +31,7 @@ struct FileConfig {
     prediction_retention_days: Option<u32>,
     pipeline: Option<lodestar_scheduler::PipelineConfig>,
     api: Option<lodestar_api::ApiConfig>,
+    dashboard: Option<lodestar_dashboard::DashboardConfig>,
 }
 
 /// Where a value came from.
@@ -164,6 +165,8 @@ pub(crate) struct Config {
     pub(crate) pipeline: Setting<lodestar_scheduler::PipelineConfig>,
     /// The `[api]` table (served model, limits, token cache, champion watch).
     pub(crate) api: Setting<lodestar_api::ApiConfig>,
+    /// The `[dashboard]` table (sessions, lockout, cookies, page size).
+    pub(crate) dashboard: Setting<lodestar_dashboard::DashboardConfig>,
 }
 
 fn cli_source(matches: &ArgMatches, id: &str, flag: &str, env: &str) -> Source {
@@ -356,9 +359,24 @@ impl Config {
             .validate()
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("the [api] configuration (from {})", api.source))?;
+        let dashboard = layer(
+            None,
+            || Source::Default,
+            file.dashboard,
+            file_path,
+            lodestar_dashboard::DashboardConfig::default,
+        );
+        dashboard
+            .value
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| {
+                format!("the [dashboard] configuration (from {})", dashboard.source)
+            })?;
         Ok(Config {
             pipeline,
             api,
+            dashboard,
             snapshot_dir: under("snapshots"),
             artifact_store,
             prediction_retention_days,

@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod cli;
 mod config;
+mod dashboard;
 mod generate;
 mod ingest;
 mod models;
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
             Command::Bench(cli::BenchCommand::Api(args)) => api::bench(&config, args),
             Command::Api(args) => api::run(&config, args),
             Command::Tokens(command) => api::tokens(&config, command),
+            Command::Dashboard(args) => dashboard::run(&config, args),
+            Command::Users(command) => dashboard::users(&config, command),
             Command::Pipeline(command) => pipeline::run(&config, command),
             Command::Scheduler(args) => pipeline::scheduler(&config, args),
             Command::Up(args) => pipeline::up(&config, args),

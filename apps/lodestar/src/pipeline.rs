@@ -492,6 +492,7 @@ async fn serve(
     println!("serving on {base}");
     println!("  {base}/healthz            liveness");
     if api.is_some() {
+        println!("  {base}/                   the advisor dashboard (sign in)");
         crate::api::print_routes(&base);
     } else {
         println!("  {base}/readyz             readiness (store reachable)");
@@ -510,10 +511,16 @@ async fn serve(
     };
     let http = async {
         match api {
-            Some(api) => api
-                .serve(listener, stopped(stop_rx.clone()))
-                .await
-                .context("the HTTP server"),
+            Some(api) => {
+                let dashboard = lodestar_dashboard::Dashboard::new(
+                    p.store.clone(),
+                    config.dashboard.value.clone(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                api.serve_with(listener, dashboard.routes(), stopped(stop_rx.clone()))
+                    .await
+                    .context("the HTTP server")
+            }
             None => axum::serve(listener, router(p.store.clone()))
                 .with_graceful_shutdown(stopped(stop_rx.clone()))
                 .await
@@ -561,15 +568,7 @@ async fn demo_advisor(p: &Pipeline) -> anyhow::Result<()> {
         .alias(model, lodestar_store::CHAMPION)
         .await?
         .context("the demo run left no champion")?;
-    let password = crate::accounts::new_password();
-    let hash = crate::accounts::hash_password(&password)?;
-    let id = match store.user(DEMO_ADVISOR).await? {
-        Some(u) => {
-            store.set_password_hash(u.id, &hash).await?;
-            u.id
-        }
-        None => store.create_user(DEMO_ADVISOR, "advisor", &hash).await?,
-    };
+    let (id, password) = demo_user(store, DEMO_ADVISOR, "advisor").await?;
     let scored = store.scored_students(model, champion).await?;
     let Some((module, presentation, _)) = scored.first().cloned() else {
         bail!("the champion scored no student");
@@ -583,8 +582,30 @@ async fn demo_advisor(p: &Pipeline) -> anyhow::Result<()> {
         "demo advisor: {DEMO_ADVISOR} / {password} (caseload: the {} students of {module}-{presentation}; the dashboard signs in with it; a new password each demo run)",
         caseload.len()
     );
+    let (_, admin_password) = demo_user(store, DEMO_ADMIN, "admin").await?;
+    println!(
+        "demo admin: {DEMO_ADMIN} / {admin_password} (every student, the model page and the audit log)"
+    );
     Ok(())
 }
+
+/// A demo user with a new password (created, or its password reset and lockout lifted).
+async fn demo_user(store: &Store, name: &str, role: &str) -> anyhow::Result<(i64, String)> {
+    let password = crate::accounts::new_password();
+    let hash = crate::accounts::hash_password(&password)?;
+    let id = match store.user(name).await? {
+        Some(u) => {
+            store.set_password_hash(u.id, &hash).await?;
+            store.sign_in_succeeded(u.id).await?;
+            u.id
+        }
+        None => store.create_user(name, role, &hash).await?,
+    };
+    Ok((id, password))
+}
+
+/// The demo admin's sign-in name.
+const DEMO_ADMIN: &str = "admin";
 
 /// The demo advisor's sign-in name.
 const DEMO_ADVISOR: &str = "advisor";

@@ -370,4 +370,58 @@ impl Store {
             .map(|r| Ok((r.try_get("kind")?, r.try_get("actor")?, r.try_get("at")?)))
             .collect()
     }
+
+    /// Students per presentation, week and tier (each student's latest score of the week), in
+    /// `user`'s caseload or everyone's: (module, presentation, week, tier, count).
+    pub async fn tier_counts(
+        &self,
+        user: Option<i64>,
+    ) -> Result<Vec<(String, String, i64, String, i64)>, StoreError> {
+        let scope = if user.is_some() {
+            "JOIN caseloads c ON c.code_module = p.code_module AND c.code_presentation = p.code_presentation \
+             AND c.id_student = p.id_student AND c.user_id = $1"
+        } else {
+            "WHERE $1 = $1"
+        };
+        let sql = format!(
+            "SELECT p.code_module, p.code_presentation, p.as_of_week, p.tier, COUNT(*) AS n FROM predictions p \
+             WHERE p.id IN (SELECT MAX(p.id) FROM predictions p {scope} \
+               GROUP BY p.code_module, p.code_presentation, p.id_student, p.as_of_week) \
+             GROUP BY p.code_module, p.code_presentation, p.as_of_week, p.tier \
+             ORDER BY p.code_module, p.code_presentation, p.as_of_week, p.tier"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user.unwrap_or(0))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("code_module")?,
+                    r.try_get("code_presentation")?,
+                    r.try_get("as_of_week")?,
+                    r.try_get("tier")?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Whose note: (module, presentation, student).
+    pub async fn note_subject(&self, note_id: i64) -> Result<Option<StudentKey>, StoreError> {
+        let row = sqlx::query(
+            "SELECT code_module, code_presentation, id_student FROM outreach_notes WHERE id = $1",
+        )
+        .bind(note_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| -> Result<StudentKey, StoreError> {
+            Ok((
+                r.try_get("code_module")?,
+                r.try_get("code_presentation")?,
+                r.try_get("id_student")?,
+            ))
+        })
+        .transpose()
+    }
 }

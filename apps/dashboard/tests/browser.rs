@@ -95,11 +95,17 @@ async fn an_advisor_signs_in_opens_a_student_writes_a_note_and_gives_feedback() 
             .await?
             .send_keys(common::PASSWORD)
             .await?;
-        c.find(Locator::Css("button[type=submit]"))
+        c.find(Locator::Css("main button[type=submit]"))
             .await?
             .click()
             .await?;
-        assert!(c.current_url().await?.path().ends_with("/caseload"));
+        // The click returns when the form is sent; the caseload arrives with the redirect.
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("table"))
+            .await?;
+        let url = c.current_url().await?;
+        assert!(url.path().ends_with("/caseload"), "{url}");
         let table = c.find(Locator::Css("table")).await?.text().await?;
         assert!(table.contains("no activity for 12 days"), "{table}");
         std::fs::write(shots.join("caseload.png"), c.screenshot().await?).unwrap();
@@ -107,6 +113,10 @@ async fn an_advisor_signs_in_opens_a_student_writes_a_note_and_gives_feedback() 
         c.find(Locator::Css("a[href='/students/BBB-2013J/11']"))
             .await?
             .click()
+            .await?;
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#notes"))
             .await?;
         assert!(
             c.current_url()
@@ -132,12 +142,20 @@ async fn an_advisor_signs_in_opens_a_student_writes_a_note_and_gives_feedback() 
             .await?
             .click()
             .await?;
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("article.note"))
+            .await?;
         let notes = c.find(Locator::Css("#notes")).await?.text().await?;
         assert!(notes.contains("outcome: reached"), "{notes}");
 
         c.find(Locator::XPath("//button[normalize-space()='Acknowledged']"))
             .await?
             .click()
+            .await?;
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("#feedback li"))
             .await?;
         let feedback = c.find(Locator::Css("#feedback")).await?.text().await?;
         assert!(feedback.contains("acknowledged by ada"), "{feedback}");

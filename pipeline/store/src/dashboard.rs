@@ -249,13 +249,16 @@ impl Store {
         };
         let sql = format!(
             "WITH per_week AS (SELECT MAX(p.id) AS id FROM predictions p {scope} \
-               GROUP BY p.code_module, p.code_presentation, p.id_student, p.as_of_week), \
+               GROUP BY p.id_student, p.code_module, p.code_presentation, p.as_of_week), \
              ranked AS (SELECT p.id, p.code_module, p.code_presentation, p.id_student, p.as_of_week, \
-               p.probability, p.tier, p.explanation_json, p.context_json, \
-               ROW_NUMBER() OVER (PARTITION BY p.code_module, p.code_presentation, p.id_student \
+               p.probability, p.tier, \
+               ROW_NUMBER() OVER (PARTITION BY p.id_student, p.code_module, p.code_presentation \
                  ORDER BY p.as_of_week DESC) AS rn \
                FROM predictions p JOIN per_week w ON w.id = p.id) \
-             SELECT * FROM ranked WHERE rn <= 2 ORDER BY code_module, code_presentation, id_student, rn"
+             SELECT r.*, CASE WHEN r.rn = 1 THEN q.explanation_json END AS explanation_json, \
+               CASE WHEN r.rn = 1 THEN q.context_json END AS context_json \
+             FROM ranked r JOIN predictions q ON q.id = r.id WHERE r.rn <= 2 \
+             ORDER BY r.code_module, r.code_presentation, r.id_student, r.rn"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user.unwrap_or(0))

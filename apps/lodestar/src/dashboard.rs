@@ -21,7 +21,7 @@ pub(crate) fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
         let base = format!("http://{}", listener.local_addr()?);
         println!("serving the dashboard on {base}");
         println!("  {base}/healthz            liveness");
-        println!("  {base}/                   sign in (users come from `lodestar users create`)");
+        println!("  {base}/signin             sign in (users come from `lodestar users create`)");
         dashboard
             .serve(listener, async {
                 shutdown_signal().await;

@@ -492,7 +492,7 @@ async fn serve(
     println!("serving on {base}");
     println!("  {base}/healthz            liveness");
     if api.is_some() {
-        println!("  {base}/                   the advisor dashboard (sign in)");
+        println!("  {base}/signin             the advisor dashboard (sign in)");
         crate::api::print_routes(&base);
     } else {
         println!("  {base}/readyz             readiness (store reachable)");

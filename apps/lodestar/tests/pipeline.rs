@@ -614,6 +614,54 @@ fn http_get(base: &str, path: &str) -> (u16, String) {
     http(base, "GET", path, None, None)
 }
 
+/// One raw HTTP/1.1 exchange: the whole response.
+fn exchange(base: &str, request: &str) -> String {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn set_cookie<'a>(response: &'a str, name: &str) -> &'a str {
+    response
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no {name} cookie in {response}"))
+}
+
+/// Signs in through the dashboard's form as a browser would and returns the caseload page.
+fn dashboard_caseload(base: &str, user: &str, password: &str) -> String {
+    let addr = base.trim_start_matches("http://");
+    let form = exchange(
+        base,
+        &format!("GET /signin HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    );
+    let token = set_cookie(&form, "lodestar_signin").to_owned();
+    let body = format!("username={user}&password={password}&csrf={token}");
+    let signed = exchange(
+        base,
+        &format!(
+            "POST /signin HTTP/1.1\r\nHost: {addr}\r\nCookie: lodestar_signin={token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(signed.starts_with("HTTP/1.1 303"), "{signed}");
+    let session = set_cookie(&signed, "lodestar_session").to_owned();
+    exchange(
+        base,
+        &format!(
+            "GET /caseload HTTP/1.1\r\nHost: {addr}\r\nCookie: lodestar_session={session}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+}
+
 /// One HTTP/1.1 request, with a bearer token and a JSON body when given.
 fn http(
     base: &str,
@@ -760,6 +808,12 @@ fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
     );
     let (status, body) = http_get(&base, "/v1/pipeline/runs/999");
     assert_eq!(status, 401, "no token: {body}");
+    // The demo advisor signs in to the dashboard and sees the caseload.
+    let caseload = dashboard_caseload(&base, "advisor", password);
+    assert!(
+        caseload.contains("riskiest first") && caseload.contains("href=\"/students/BBB-2013J/"),
+        "{caseload}"
+    );
     assert!(demo.stop());
     assert!(dir.path().join("lodestar-data/lodestar.db").is_file());
 }

@@ -223,18 +223,10 @@ fn row_of(e: &CaseloadEntry, outreach: Option<&OutreachSummary>) -> Row {
         None => "first score".to_owned(),
     };
     let reason = e
-        .explanation
-        .get("up")
-        .and_then(|u| u.get(0))
-        .and_then(|f| f.get("text"))
-        .and_then(Value::as_str)
-        .unwrap_or("no factor raises the risk")
-        .to_owned();
-    let last_activity = match e
-        .context
-        .get("days_since_last_activity")
-        .and_then(Value::as_f64)
-    {
+        .top_reason
+        .clone()
+        .unwrap_or_else(|| "no factor raises the risk".to_owned());
+    let last_activity = match e.days_since_last_activity {
         Some(d) if d < 1.0 => "this week's last day".to_owned(),
         Some(d) => format!("{d:.0} days before week {}'s end", e.week),
         None => "none recorded".to_owned(),
@@ -281,16 +273,17 @@ struct CaseloadPage {
     next_href: Option<String>,
 }
 
-/// The caseload (the advisor's students, or everyone for an admin), riskiest first, filtered.
-async fn caseload_rows(
+/// The caseload (the advisor's students, or everyone for an admin), riskiest first, filtered;
+/// rows are put into words only for what is shown.
+async fn caseload_entries(
     state: &AppState,
     s: &SignedIn,
     q: &CaseloadQuery,
     student: Option<i64>,
-) -> Result<(Vec<Row>, Vec<String>), PageError> {
+) -> Result<(Vec<(CaseloadEntry, Option<OutreachSummary>)>, Vec<String>), PageError> {
     let scope = (!s.is_admin()).then_some(s.user().id);
     let mut entries = state.store.caseload_view(scope).await?;
-    let outreach = state.store.outreach_summary(scope).await?;
+    let mut outreach = state.store.outreach_summary(scope).await?;
     let mut presentations: Vec<String> = entries.iter().map(presentation_of).collect();
     presentations.sort();
     presentations.dedup();
@@ -304,23 +297,24 @@ async fn caseload_rows(
             .total_cmp(&a.probability)
             .then(a.id_student.cmp(&b.id_student))
     });
-    let rows = entries
-        .iter()
+    let listed = entries
+        .into_iter()
         .map(|e| {
             let key = (
                 e.code_module.clone(),
                 e.code_presentation.clone(),
                 e.id_student,
             );
-            row_of(e, outreach.get(&key))
+            let o = outreach.remove(&key);
+            (e, o)
         })
-        .filter(|r| match q.show.as_str() {
-            "new" => r.new_this_week,
-            "no_outreach" => r.outreach == "none yet",
+        .filter(|(e, o)| match q.show.as_str() {
+            "new" => is_new(e),
+            "no_outreach" => o.as_ref().is_none_or(|o| o.notes == 0),
             _ => true,
         })
         .collect();
-    Ok((rows, presentations))
+    Ok((listed, presentations))
 }
 
 fn check_filters(q: &CaseloadQuery) -> Result<(), PageError> {
@@ -375,15 +369,16 @@ async fn caseload_page(
     student: Option<i64>,
 ) -> Result<Response, PageError> {
     check_filters(&q)?;
-    let (rows, presentations) = caseload_rows(state, s, &q, student).await?;
+    let (listed, presentations) = caseload_entries(state, s, &q, student).await?;
     let size = state.config.page_size;
-    let total = rows.len();
+    let total = listed.len();
     let pages = total.div_ceil(size).max(1);
     let page = q.page.unwrap_or(1).clamp(1, pages);
-    let shown: Vec<Row> = rows
-        .into_iter()
+    let shown: Vec<Row> = listed
+        .iter()
         .skip((page - 1) * size)
         .take(size)
+        .map(|(e, o)| row_of(e, o.as_ref()))
         .collect();
     let href = |p: usize| format!("/caseload?{}", query_string(&q, Some(p)));
     render(&CaseloadPage {
@@ -448,7 +443,8 @@ pub async fn caseload_csv(
     Query(q): Query<CaseloadQuery>,
 ) -> Result<Response, PageError> {
     check_filters(&q)?;
-    let (rows, _) = caseload_rows(&state, &s, &q, None).await?;
+    let (listed, _) = caseload_entries(&state, &s, &q, None).await?;
+    let rows: Vec<Row> = listed.iter().map(|(e, o)| row_of(e, o.as_ref())).collect();
     let field = |v: &str| {
         if v.contains([',', '"', '\n']) {
             format!("\"{}\"", v.replace('"', "\"\""))

@@ -261,6 +261,7 @@ pub(crate) fn bench(config: &Config, args: &BenchApiArgs) -> anyhow::Result<()> 
         .arg(&data)
         .args(["--log", "warn", "demo", "--no-serve"])
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()?;
     if !status.success() {
         bail!("the demo pipeline failed ({status})");

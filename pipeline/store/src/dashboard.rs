@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use crate::ops::json_column;
 use crate::{Store, StoreError, User, now};
 
 /// A signed-in session.
@@ -49,10 +48,10 @@ pub struct CaseloadEntry {
     pub probability: f64,
     /// Its tier.
     pub tier: String,
-    /// Its explanation.
-    pub explanation: serde_json::Value,
-    /// Its week's context (activity, assessments).
-    pub context: serde_json::Value,
+    /// The strongest factor raising the risk, in words.
+    pub top_reason: Option<String>,
+    /// Days without activity at the end of its week.
+    pub days_since_last_activity: Option<f64>,
     /// The previous scored week's probability and tier.
     pub previous: Option<(i64, f64, String)>,
 }
@@ -242,51 +241,57 @@ impl Store {
     /// `None`), the latest prediction and the previous scored week's.
     pub async fn caseload_view(&self, user: Option<i64>) -> Result<Vec<CaseloadEntry>, StoreError> {
         let scope = if user.is_some() {
-            "JOIN caseloads c ON c.code_module = p.code_module AND c.code_presentation = p.code_presentation \
-             AND c.id_student = p.id_student AND c.user_id = $1"
+            "JOIN caseloads c ON c.code_module = cr.code_module AND c.code_presentation = cr.code_presentation \
+             AND c.id_student = cr.id_student AND c.user_id = $1"
         } else {
-            "WHERE $1 = $1"
+            ""
+        };
+        // The two fields the caseload shows, read by the database's JSON functions: parsing
+        // every student's whole explanation would cost more than the query.
+        let (reason, days) = match self.backend() {
+            crate::Backend::Sqlite => (
+                "json_extract(p.explanation_json, '$.up[0].text')",
+                "CAST(json_extract(p.context_json, '$.days_since_last_activity') AS REAL)",
+            ),
+            crate::Backend::Postgres => (
+                "(p.explanation_json::jsonb -> 'up' -> 0 ->> 'text')",
+                "((p.context_json::jsonb ->> 'days_since_last_activity')::float8)",
+            ),
         };
         let sql = format!(
-            "WITH per_week AS (SELECT MAX(p.id) AS id FROM predictions p {scope} \
-               GROUP BY p.id_student, p.code_module, p.code_presentation, p.as_of_week), \
-             ranked AS (SELECT p.id, p.code_module, p.code_presentation, p.id_student, p.as_of_week, \
-               p.probability, p.tier, \
-               ROW_NUMBER() OVER (PARTITION BY p.id_student, p.code_module, p.code_presentation \
-                 ORDER BY p.as_of_week DESC) AS rn \
-               FROM predictions p JOIN per_week w ON w.id = p.id) \
-             SELECT r.*, CASE WHEN r.rn = 1 THEN q.explanation_json END AS explanation_json, \
-               CASE WHEN r.rn = 1 THEN q.context_json END AS context_json \
-             FROM ranked r JOIN predictions q ON q.id = r.id WHERE r.rn <= 2 \
-             ORDER BY r.code_module, r.code_presentation, r.id_student, r.rn"
+            "SELECT cr.code_module, cr.code_presentation, cr.id_student, p.id, p.as_of_week, p.probability, \
+               p.tier, {reason} AS top_reason, {days} AS days_idle, q.as_of_week AS previous_week, \
+               q.probability AS previous_probability, q.tier AS previous_tier \
+             FROM current_risk cr {scope} JOIN predictions p ON p.id = cr.prediction_id \
+             LEFT JOIN predictions q ON q.id = cr.previous_id WHERE $1 = $1 \
+             ORDER BY cr.code_module, cr.code_presentation, cr.id_student"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user.unwrap_or(0))
             .fetch_all(self.pool())
             .await?;
-        let mut out: Vec<CaseloadEntry> = Vec::new();
+        let mut out: Vec<CaseloadEntry> = Vec::with_capacity(rows.len());
         for r in &rows {
-            let rn: i64 = r.try_get("rn")?;
-            let week: i64 = r.try_get("as_of_week")?;
-            let probability: f64 = r.try_get("probability")?;
-            let tier: String = r.try_get("tier")?;
-            if rn == 2 {
-                if let Some(last) = out.last_mut() {
-                    last.previous = Some((week, probability, tier));
-                }
-                continue;
-            }
+            let previous_week: Option<i64> = r.try_get("previous_week")?;
+            let previous = match previous_week {
+                Some(w) => Some((
+                    w,
+                    r.try_get::<f64, _>("previous_probability")?,
+                    r.try_get::<String, _>("previous_tier")?,
+                )),
+                None => None,
+            };
             out.push(CaseloadEntry {
                 code_module: r.try_get("code_module")?,
                 code_presentation: r.try_get("code_presentation")?,
                 id_student: r.try_get("id_student")?,
                 prediction_id: r.try_get("id")?,
-                week,
-                probability,
-                tier,
-                explanation: json_column(r, "explanation_json")?.unwrap_or_default(),
-                context: json_column(r, "context_json")?.unwrap_or_default(),
-                previous: None,
+                week: r.try_get("as_of_week")?,
+                probability: r.try_get("probability")?,
+                tier: r.try_get("tier")?,
+                top_reason: r.try_get("top_reason")?,
+                days_since_last_activity: r.try_get("days_idle")?,
+                previous,
             });
         }
         Ok(out)

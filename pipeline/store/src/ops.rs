@@ -237,6 +237,31 @@ fn prediction_from(r: &AnyRow) -> Result<Prediction, StoreError> {
     })
 }
 
+/// Keeps `current_risk` (the latest week and the one before per student) as a prediction is
+/// stored: every right-hand side reads the row as it was.
+const CURRENT_RISK_UPSERT: &str = "INSERT INTO current_risk \
+     (code_module, code_presentation, id_student, prediction_id, week) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (code_module, code_presentation, id_student) DO UPDATE SET \
+     previous_id = CASE WHEN excluded.week > current_risk.week THEN current_risk.prediction_id \
+       WHEN excluded.week < current_risk.week AND (current_risk.previous_week IS NULL OR excluded.week >= current_risk.previous_week) \
+       THEN excluded.prediction_id ELSE current_risk.previous_id END, \
+     previous_week = CASE WHEN excluded.week > current_risk.week THEN current_risk.week \
+       WHEN excluded.week < current_risk.week AND (current_risk.previous_week IS NULL OR excluded.week >= current_risk.previous_week) \
+       THEN excluded.week ELSE current_risk.previous_week END, \
+     prediction_id = CASE WHEN excluded.week >= current_risk.week THEN excluded.prediction_id ELSE current_risk.prediction_id END, \
+     week = CASE WHEN excluded.week >= current_risk.week THEN excluded.week ELSE current_risk.week END";
+
+/// Recomputes `current_risk` from the stored predictions (after a purge).
+const CURRENT_RISK_REBUILD: &str = "WITH per_week AS (SELECT MAX(id) AS id FROM predictions \
+     GROUP BY id_student, code_module, code_presentation, as_of_week), \
+     ranked AS (SELECT p.id, p.code_module, p.code_presentation, p.id_student, p.as_of_week, \
+       ROW_NUMBER() OVER (PARTITION BY p.id_student, p.code_module, p.code_presentation ORDER BY p.as_of_week DESC) AS rn \
+       FROM predictions p JOIN per_week w ON w.id = p.id) \
+     INSERT INTO current_risk (code_module, code_presentation, id_student, prediction_id, week, previous_id, previous_week) \
+     SELECT a.code_module, a.code_presentation, a.id_student, a.id, a.as_of_week, b.id, b.as_of_week \
+     FROM ranked a LEFT JOIN ranked b ON b.id_student = a.id_student AND b.code_module = a.code_module \
+       AND b.code_presentation = a.code_presentation AND b.rn = 2 WHERE a.rn = 1";
+
 const PREDICTION_COLUMNS: &str = "id, model, version, code_module, code_presentation, id_student, as_of_week, \
      probability, tier, explanation_json, run_id, scored_at, context_json";
 
@@ -484,10 +509,10 @@ impl Store {
         let at = now();
         let mut tx = self.pool().begin().await?;
         for p in rows {
-            sqlx::query(
+            let row = sqlx::query(
                 "INSERT INTO predictions (model, version, code_module, code_presentation, id_student, as_of_week, \
                  probability, tier, explanation_json, run_id, scored_at, context_json) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
             )
             .bind(&p.model)
             .bind(p.version)
@@ -501,8 +526,19 @@ impl Store {
             .bind(p.run_id)
             .bind(&at)
             .bind((!p.context.is_null()).then(|| p.context.to_string()))
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            let id: i64 = row.try_get("id")?;
+            // The student's latest week and the one before, whatever order weeks arrive in; a
+            // week scored again replaces its earlier score.
+            sqlx::query(CURRENT_RISK_UPSERT)
+                .bind(&p.code_module)
+                .bind(&p.code_presentation)
+                .bind(p.id_student)
+                .bind(id)
+                .bind(p.as_of_week)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(rows.len() as u64)
@@ -634,6 +670,12 @@ impl Store {
             .bind(before)
             .execute(&mut *tx)
             .await?;
+        if done.rows_affected() > 0 {
+            sqlx::query("DELETE FROM current_risk")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(CURRENT_RISK_REBUILD).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected())
     }

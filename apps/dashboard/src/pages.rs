@@ -273,8 +273,9 @@ struct CaseloadPage {
     next_href: Option<String>,
 }
 
-/// The caseload (the advisor's students, or everyone for an admin), riskiest first, filtered;
-/// rows are put into words only for what is shown.
+/// The caseload (the advisor's students still registered at their presentation's current week,
+/// or everyone's for an admin), riskiest first, filtered; rows are put into words only for what
+/// is shown.
 async fn caseload_entries(
     state: &AppState,
     s: &SignedIn,
@@ -284,11 +285,17 @@ async fn caseload_entries(
     let scope = (!s.is_admin()).then_some(s.user().id);
     let mut entries = state.store.caseload_view(scope).await?;
     let mut outreach = state.store.outreach_summary(scope).await?;
-    let mut presentations: Vec<String> = entries.iter().map(presentation_of).collect();
-    presentations.sort();
-    presentations.dedup();
+    // The current week of each presentation is the latest scored; a student whose latest score
+    // is older is no longer registered (withdrawn) and is not the advisor's to call this week.
+    let mut current: BTreeMap<String, i64> = BTreeMap::new();
+    for e in &entries {
+        let w = current.entry(presentation_of(e)).or_insert(e.week);
+        *w = (*w).max(e.week);
+    }
+    let presentations: Vec<String> = current.keys().cloned().collect();
     entries.retain(|e| {
-        (q.presentation.is_empty() || presentation_of(e) == q.presentation)
+        current.get(&presentation_of(e)) == Some(&e.week)
+            && (q.presentation.is_empty() || presentation_of(e) == q.presentation)
             && (q.tier.is_empty() || e.tier == q.tier)
             && student.is_none_or(|id| e.id_student == id)
     });

@@ -59,7 +59,8 @@ fn prediction(student: i64, week: i64, p: f64) -> NewPrediction {
 }
 
 /// Users `ada` and `bob` (advisors) and `root` (admin), all with [`PASSWORD`]; students 11 and
-/// 13 in ada's caseload, 12 in bob's; each scored at weeks 1 to 3.
+/// 13 in ada's caseload, 12 in bob's; each scored at weeks 1 to 3; and 14, ada's too, scored at
+/// weeks 1 and 2 only (withdrawn).
 pub async fn start(config: DashboardConfig) -> TestDashboard {
     let dir = tempfile::tempdir().unwrap();
     let url = format!(
@@ -81,7 +82,11 @@ pub async fn start(config: DashboardConfig) -> TestDashboard {
             rows.push(prediction(student, w as i64 + 1, *p));
         }
     }
+    // Student 14 withdrew after week 2: no longer anyone's call this week.
+    rows.push(prediction(14, 1, 0.8));
+    rows.push(prediction(14, 2, 0.9));
     store.insert_predictions(&rows).await.unwrap();
+    store.assign(ada, "BBB", "2013J", 14).await.unwrap();
     store.assign(ada, "BBB", "2013J", 11).await.unwrap();
     store.assign(ada, "BBB", "2013J", 13).await.unwrap();
     store.assign(bob, "BBB", "2013J", 12).await.unwrap();

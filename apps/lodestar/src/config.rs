@@ -414,7 +414,8 @@ impl Config {
         );
         let p = &self.pipeline.value;
         let a = &self.api.value;
-        let rows: [(&str, String, &Source); 10] = [
+        let d = &self.dashboard.value;
+        let rows: [(&str, String, &Source); 11] = [
             (
                 "data_dir",
                 self.data_dir.value.display().to_string(),
@@ -474,6 +475,18 @@ impl Config {
                     a.request_timeout_ms
                 ),
                 &self.api.source,
+            ),
+            (
+                "dashboard",
+                format!(
+                    "model {}, {} h sessions, lock after {} failures for {} min, secure cookies {}",
+                    d.model,
+                    d.session_hours,
+                    d.lockout_failures,
+                    d.lockout_minutes,
+                    d.secure_cookies
+                ),
+                &self.dashboard.source,
             ),
         ];
         let width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);

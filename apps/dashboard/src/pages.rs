@@ -921,6 +921,85 @@ struct ModelsPage {
     drift_note: String,
     message: String,
     candidates: Vec<i64>,
+    last_run: Option<RunSummary>,
+}
+
+/// The latest pipeline run, as its notify step summarised it.
+struct RunSummary {
+    headline: String,
+    steps: Vec<(String, String)>,
+    outcome: Vec<String>,
+}
+
+fn run_summary(r: &lodestar_store::PipelineRun) -> RunSummary {
+    let s = r.summary.clone().unwrap_or(Value::Null);
+    let mut steps: Vec<(String, String)> = s["steps"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(name, v)| {
+                    let status = v["status"].as_str().unwrap_or("?").to_owned();
+                    let detail = match (v["seconds"].as_f64(), v["error"].as_str()) {
+                        (_, Some(e)) => format!("{status}: {e}"),
+                        (Some(sec), _) => format!("{status} in {sec:.1} s"),
+                        _ => status,
+                    };
+                    (name.clone(), detail)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    const ORDER: [&str; 9] = [
+        "ingest", "features", "train", "evaluate", "register", "gate", "score", "drift", "notify",
+    ];
+    steps.sort_by_key(|(n, _)| ORDER.iter().position(|o| o == n).unwrap_or(ORDER.len()));
+    let mut outcome = Vec::new();
+    if let Some(g) = s["gate"].as_object() {
+        let promoted = g.get("promoted").and_then(Value::as_bool).unwrap_or(false);
+        outcome.push(format!(
+            "Gate: version {} {}",
+            g.get("candidate").map(Value::to_string).unwrap_or_default(),
+            if promoted {
+                "promoted to champion".to_owned()
+            } else {
+                format!(
+                    "kept out; champion stays version {}",
+                    g.get("champion").map(Value::to_string).unwrap_or_default()
+                )
+            }
+        ));
+    }
+    if let Some(sc) = s["score"].as_object() {
+        outcome.push(format!(
+            "Scored: {} predictions ({})",
+            sc.get("stored").map(Value::to_string).unwrap_or_default(),
+            sc.get("by_tier")
+                .and_then(Value::as_object)
+                .map(|t| {
+                    t.iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        ));
+    }
+    RunSummary {
+        headline: format!(
+            "Run {} ({}, started {}): {}{}{}",
+            r.id,
+            r.trigger,
+            r.started_at.get(..16).unwrap_or("").replace('T', " "),
+            r.status,
+            if r.flagged { ", flagged for drift" } else { "" },
+            r.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+        steps,
+        outcome,
+    }
 }
 
 fn metric(v: f64) -> String {
@@ -1033,10 +1112,9 @@ pub async fn models(
             ]
         })
         .collect();
-    let run = state
-        .store
-        .runs(20)
-        .await?
+    let runs = state.store.runs(20).await?;
+    let last_run = runs.first().map(run_summary);
+    let run = runs
         .into_iter()
         .find(|r| r.summary.as_ref().is_some_and(|s| !s["drift"].is_null()));
     let drift_summary = run
@@ -1087,6 +1165,7 @@ pub async fn models(
         drift,
         drift_note,
         message: q.done,
+        last_run,
     })
 }
 

@@ -280,6 +280,51 @@ async fn repeated_failures_lock_the_account_and_the_sign_in_form_needs_its_token
     let models = root.get("/models").await;
     assert_eq!(models.status, 200);
     assert!(models.body.contains("No version registered yet."));
+    assert!(models.body.contains("No pipeline run yet."));
+    // A run's summary, shaped as the notify step writes it, shows on the model page.
+    let run = d
+        .store
+        .start_run(&lodestar_store::NewRun {
+            trigger: "cron",
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let summary = serde_json::json!({
+        "run": run,
+        "steps": {"ingest": {"status": "succeeded", "seconds": 0.1}, "gate": {"status": "succeeded", "seconds": 0.0},
+                  "score": {"status": "failed", "error": "disk full"}},
+        "gate": {"model": "at-risk", "candidate": 2, "champion": 1, "promoted": false, "reasons": ["ROC AUC lower"]},
+        "score": null,
+    });
+    d.store
+        .finish_run(
+            run,
+            "failed",
+            Some("step score failed: disk full"),
+            false,
+            &summary,
+        )
+        .await
+        .unwrap();
+    let models = root.get("/models").await;
+    assert!(
+        models.body.contains(&format!("Run {run} (cron")),
+        "{}",
+        models.body
+    );
+    assert!(
+        models
+            .body
+            .contains("Gate: version 2 kept out; champion stays version 1")
+    );
+    assert!(models.body.contains("failed: disk full"));
+    let ingest = models.body.find(">ingest<").unwrap();
+    assert!(
+        ingest < models.body.find(">score<").unwrap(),
+        "steps in pipeline order"
+    );
     let audit = root.get("/audit").await;
     assert!(audit.body.contains("student.view") && audit.body.contains("BBB-2013J/12"));
     let cohorts = root.get("/cohorts").await;

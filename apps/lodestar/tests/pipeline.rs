@@ -636,8 +636,8 @@ fn set_cookie<'a>(response: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} cookie in {response}"))
 }
 
-/// Signs in through the dashboard's form as a browser would and returns the caseload page.
-fn dashboard_caseload(base: &str, user: &str, password: &str) -> String {
+/// Signs in through the dashboard's form as a browser would and returns the page at `path`.
+fn dashboard_page(base: &str, user: &str, password: &str, path: &str) -> String {
     let addr = base.trim_start_matches("http://");
     let form = exchange(
         base,
@@ -809,10 +809,21 @@ fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
     let (status, body) = http_get(&base, "/v1/pipeline/runs/999");
     assert_eq!(status, 401, "no token: {body}");
     // The demo advisor signs in to the dashboard and sees the caseload.
-    let caseload = dashboard_caseload(&base, "advisor", password);
+    let caseload = dashboard_page(&base, "advisor", password, "/caseload");
     assert!(
         caseload.contains("riskiest first") && caseload.contains("href=\"/students/BBB-2013J/"),
         "{caseload}"
+    );
+    // The demo admin sees the latest run as the notify step summarised it.
+    let admin = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("demo admin: admin / "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no demo admin: {printed:#?}"));
+    let models = dashboard_page(&base, "admin", admin, "/models");
+    assert!(
+        models.contains("Latest pipeline run") && models.contains("Scored: "),
+        "{models}"
     );
     assert!(demo.stop());
     assert!(dir.path().join("lodestar-data/lodestar.db").is_file());

@@ -657,7 +657,7 @@ fn dashboard_page(base: &str, user: &str, password: &str, path: &str) -> String 
     exchange(
         base,
         &format!(
-            "GET /caseload HTTP/1.1\r\nHost: {addr}\r\nCookie: lodestar_session={session}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: lodestar_session={session}\r\nConnection: close\r\n\r\n"
         ),
     )
 }

@@ -190,18 +190,12 @@ pub async fn student_risk(
         .filter(|p| *p != presentation)
         .collect();
     others.dedup();
-    let mine: Vec<&Prediction> = all
+    let mine: Vec<Prediction> = all
         .iter()
         .filter(|p| presentation_of(p) == presentation)
+        .cloned()
         .collect();
-    // Rows are by week then id: the last of each week is that week's latest.
-    let mut history: Vec<&Prediction> = Vec::new();
-    for p in mine {
-        match history.last_mut() {
-            Some(last) if last.prediction.as_of_week == p.prediction.as_of_week => *last = p,
-            _ => history.push(p),
-        }
-    }
+    let history = lodestar_store::latest_of_each_week(&mine);
     let current = match q.week {
         Some(w) => history.iter().find(|p| p.prediction.as_of_week == w),
         None => history.last(),

@@ -63,9 +63,8 @@ pub fn risk_by_week(points: &[(i64, f64)], medium: f64, high: f64) -> String {
     })
 }
 
-/// A reliability diagram: observed rate against mean predicted probability per bin, with the
-/// diagonal of perfect calibration.
-pub fn reliability(bins: &[(f64, f64)], title: &str) -> String {
+/// A curve in the unit square with its reference diagonal (perfect calibration, or chance).
+fn unit_square(points: &[(f64, f64)], title: &str, x: &str, y: &str, dots: bool) -> String {
     svg(360, 320, |root| {
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
@@ -76,8 +75,8 @@ pub fn reliability(bins: &[(f64, f64)], title: &str) -> String {
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
-            .x_desc("predicted")
-            .y_desc("observed")
+            .x_desc(x)
+            .y_desc(y)
             .light_line_style(WHITE)
             .draw()
             .map_err(|e| e.to_string())?;
@@ -88,46 +87,36 @@ pub fn reliability(bins: &[(f64, f64)], title: &str) -> String {
             ))
             .map_err(|e| e.to_string())?;
         chart
-            .draw_series(LineSeries::new(bins.iter().copied(), RISK.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                RISK.stroke_width(2),
+            ))
             .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(bins.iter().map(|p| Circle::new(*p, 3, RISK.filled())))
-            .map_err(|e| e.to_string())?;
+        if dots {
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 3, RISK.filled())))
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     })
 }
 
+/// A reliability diagram: observed rate against mean predicted probability per bin, with the
+/// diagonal of perfect calibration.
+pub fn reliability(bins: &[(f64, f64)], title: &str) -> String {
+    unit_square(bins, title, "predicted", "observed", true)
+}
+
 /// A ROC curve (false positive rate, true positive rate) with the chance diagonal.
 pub fn roc(points: &[[f64; 2]], title: &str) -> String {
-    svg(360, 320, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .x_label_area_size(34)
-            .y_label_area_size(44)
-            .caption(title, ("sans-serif", 15).into_font().color(&INK))
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("false positive rate")
-            .y_desc("true positive rate")
-            .light_line_style(WHITE)
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new(
-                [(0.0, 0.0), (1.0, 1.0)],
-                MUTED.stroke_width(1),
-            ))
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|p| (p[0], p[1])),
-                RISK.stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?;
-        Ok(())
-    })
+    let points: Vec<(f64, f64)> = points.iter().map(|p| (p[0], p[1])).collect();
+    unit_square(
+        &points,
+        title,
+        "false positive rate",
+        "true positive rate",
+        false,
+    )
 }
 
 /// The share of students per tier by week, as stacked areas (high at the bottom).

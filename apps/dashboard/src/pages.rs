@@ -611,14 +611,7 @@ pub async fn student(
     let id: i64 = id.parse().map_err(|_| PageError::NotFound)?;
     may_see(&state, &s, module, code, id).await?;
     let all = state.store.prediction_history(module, code, id).await?;
-    // Rows are by week then id: the last of each week is the week's score.
-    let mut history: Vec<&lodestar_store::Prediction> = Vec::new();
-    for p in &all {
-        match history.last_mut() {
-            Some(last) if last.prediction.as_of_week == p.prediction.as_of_week => *last = p,
-            _ => history.push(p),
-        }
-    }
+    let history = lodestar_store::latest_of_each_week(&all);
     let Some(current) = history.last().copied() else {
         return Err(PageError::NotFound);
     };

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
+use crate::ops::user_from;
 use crate::{Store, StoreError, User, now};
 
 /// A signed-in session.
@@ -96,15 +97,7 @@ impl Store {
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        row.map(|r| -> Result<User, StoreError> {
-            Ok(User {
-                id: r.try_get("id")?,
-                username: r.try_get("username")?,
-                role: r.try_get("role")?,
-                password_hash: r.try_get("password_hash")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(user_from).transpose()
     }
 
     /// A user's sign-in state, by name.
@@ -194,12 +187,7 @@ impl Store {
         .await?;
         row.map(|r| -> Result<Session, StoreError> {
             Ok(Session {
-                user: User {
-                    id: r.try_get("id")?,
-                    username: r.try_get("username")?,
-                    role: r.try_get("role")?,
-                    password_hash: r.try_get("password_hash")?,
-                },
+                user: user_from(&r)?,
                 csrf: r.try_get("csrf")?,
                 expires_at: r.try_get("expires_at")?,
             })

@@ -18,6 +18,7 @@ pub use error::StoreError;
 pub use lease::{Lease, LeaseHolder, LeaseRecord};
 pub use ops::{
     ApiToken, CohortPage, NewPrediction, NewRun, PipelineRun, Prediction, StepRun, TokenInfo, User,
+    latest_of_each_week,
 };
 pub use registry::{AliasMove, CHAMPION, ModelVersion, NewVersion, Promotion};
 

@@ -215,6 +215,29 @@ fn step_from(r: &AnyRow) -> Result<StepRun, StoreError> {
     })
 }
 
+/// A user from a row holding `id`, `username`, `role` and `password_hash`.
+pub(crate) fn user_from(r: &AnyRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: r.try_get("id")?,
+        username: r.try_get("username")?,
+        role: r.try_get("role")?,
+        password_hash: r.try_get("password_hash")?,
+    })
+}
+
+/// The latest score of each week from predictions ordered by week then id (as
+/// [`Store::prediction_history`] returns them): a week scored again counts once, as rescored.
+pub fn latest_of_each_week(rows: &[Prediction]) -> Vec<&Prediction> {
+    let mut out: Vec<&Prediction> = Vec::new();
+    for p in rows {
+        match out.last_mut() {
+            Some(last) if last.prediction.as_of_week == p.prediction.as_of_week => *last = p,
+            _ => out.push(p),
+        }
+    }
+    out
+}
+
 fn prediction_from(r: &AnyRow) -> Result<Prediction, StoreError> {
     let explanation: String = r.try_get("explanation_json")?;
     Ok(Prediction {
@@ -801,15 +824,7 @@ impl Store {
                 .bind(username)
                 .fetch_optional(self.pool())
                 .await?;
-        row.map(|r| -> Result<User, StoreError> {
-            Ok(User {
-                id: r.try_get("id")?,
-                username: r.try_get("username")?,
-                role: r.try_get("role")?,
-                password_hash: r.try_get("password_hash")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(user_from).transpose()
     }
 
     /// Puts a student in a user's caseload (idempotent).

@@ -230,15 +230,42 @@ impl Dashboard {
             .layer(axum::middleware::from_fn(security_headers))
     }
 
-    /// Serves the dashboard alone (with `/healthz`) until `shutdown` resolves.
+    /// Serves the dashboard alone (with `/healthz`, and `/readyz`: 200 while the store answers,
+    /// 503 otherwise, since no page can be shown without it) until `shutdown` resolves.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = self.router().route("/healthz", get(|| async { "ok" }));
+        let store = self.state.store.clone();
+        let app = self
+            .router()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(move || readyz(store.clone())));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
+    }
+}
+
+async fn readyz(store: Store) -> Response {
+    match store.ping().await {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ready"}"#,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            serde_json::json!({
+                "type": "about:blank",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": format!("store unreachable: {e}"),
+            })
+            .to_string(),
+        )
+            .into_response(),
     }
 }

@@ -2,8 +2,6 @@
 //! service, its tokens from the command line, and its benchmark (exec to ready, a 1,000-row
 //! batch, single-row throughput with wrk) against this very binary on loopback.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -171,19 +169,6 @@ fn bench_row(a: &Artifact, week: f64, seed: u64) -> serde_json::Map<String, Valu
     row
 }
 
-fn get_status(addr: &str, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -207,6 +192,7 @@ fn start_api(
     addr: &str,
 ) -> anyhow::Result<(Server, Duration)> {
     let started = Instant::now();
+    let socket: std::net::SocketAddr = addr.parse().context("the API's address")?;
     let child = Command::new(exe)
         .args(["--data-dir"])
         .arg(data)
@@ -219,7 +205,7 @@ fn start_api(
         .context("starting lodestar api")?;
     let mut server = Server(child);
     loop {
-        if get_status(addr, "/readyz") == Some(200) {
+        if crate::health::get_status(socket, "/readyz", Duration::from_secs(2)).ok() == Some(200) {
             return Ok((server, started.elapsed()));
         }
         if let Some(status) = server.0.try_wait()? {

@@ -34,6 +34,15 @@ pub(crate) struct GlobalArgs {
         hide_env_values = true
     )]
     pub(crate) database_url: Option<String>,
+    /// A file holding the database URL (a Docker or Kubernetes secret mounted as a file), read
+    /// when --database-url is not given; surrounding whitespace is ignored.
+    #[arg(
+        long,
+        env = "LODESTAR_DATABASE_URL_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub(crate) database_url_file: Option<PathBuf>,
     /// Log filter, e.g. `info` or `lodestar=debug,warn`.
     #[arg(long, env = "LODESTAR_LOG", global = true, value_name = "FILTER")]
     pub(crate) log: Option<String>,
@@ -116,6 +125,22 @@ pub(crate) enum Command {
     Up(ServeArgs),
     /// From a fresh clone: ingest data-samples/, train, register and promote, score, then serve.
     Demo(DemoArgs),
+    /// Ask the service listening on --listen (LODESTAR_LISTEN) for a health route; exit status 0
+    /// when it answers 2xx. A container's HEALTHCHECK calls this (the images carry no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HealthcheckArgs {
+    /// The route to ask: /healthz (the process answers) or /readyz (it can serve).
+    #[arg(long, default_value = "/readyz")]
+    pub(crate) path: String,
+    /// Milliseconds to wait for the connection and the answer.
+    #[arg(long, default_value_t = 3_000)]
+    pub(crate) timeout_ms: u64,
+    /// Where the service listens; a wildcard address is reached on loopback.
+    #[arg(long, env = "LODESTAR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +180,10 @@ pub(crate) struct PipelineRunArgs {
     /// Run every step, even those whose inputs match a finished step.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Where the MLP trains, over `pipeline.device`: `cpu`, or `wgpu` (a GPU; needs a binary
+    /// built with `--features wgpu`).
+    #[arg(long, value_parser = ["cpu", "wgpu"])]
+    pub(crate) device: Option<String>,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub(crate) json: bool,

@@ -138,6 +138,18 @@ pub(crate) fn redact_url(url: &str) -> String {
     out
 }
 
+/// A secret mounted as a file: its content without surrounding whitespace; the error names the
+/// file, never the content.
+fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("reading the database URL from {}", path.display()))?;
+    let value = text.trim();
+    if value.is_empty() {
+        bail!("{} (the database URL file) is empty", path.display());
+    }
+    Ok(value.to_owned())
+}
+
 /// The effective configuration of this run.
 #[derive(Debug, Serialize)]
 pub(crate) struct Config {
@@ -242,9 +254,20 @@ impl Config {
         }
         // DATABASE_URL, the variable sqlx and most platforms set, counts as the environment
         // setting when LODESTAR_DATABASE_URL is absent.
+        // A secret file (LODESTAR_DATABASE_URL_FILE) comes after the URL itself and before it.
         let generic_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
-        let database_src = match (&args.database_url, &generic_url) {
-            (None, Some(_)) => Source::Env("DATABASE_URL".to_owned()),
+        let url_file = match (&args.database_url, &args.database_url_file) {
+            (None, Some(path)) => Some(read_secret_file(path)?),
+            _ => None,
+        };
+        let database_src = match (&args.database_url, &url_file, &generic_url) {
+            (None, Some(_), _) => cli_source(
+                matches,
+                "database_url_file",
+                "--database-url-file",
+                "LODESTAR_DATABASE_URL_FILE",
+            ),
+            (None, None, Some(_)) => Source::Env("DATABASE_URL".to_owned()),
             _ => cli_source(
                 matches,
                 "database_url",
@@ -253,7 +276,11 @@ impl Config {
             ),
         };
         let mut database_url = layer(
-            args.database_url.clone().or(generic_url).map(Secret),
+            args.database_url
+                .clone()
+                .or(url_file)
+                .or(generic_url)
+                .map(Secret),
             || database_src,
             file.database_url.map(Secret),
             file_path,

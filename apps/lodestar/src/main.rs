@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod dashboard;
 mod generate;
+mod health;
 mod ingest;
 mod models;
 mod pipeline;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
             Command::Scheduler(args) => pipeline::scheduler(&config, args),
             Command::Up(args) => pipeline::up(&config, args),
             Command::Demo(args) => pipeline::demo(&config, args),
+            Command::Healthcheck(args) => health::run(args),
         }
     });
     match result {

@@ -221,7 +221,11 @@ pub(crate) fn run(config: &Config, command: &PipelineCommand) -> anyhow::Result<
     runtime()?.block_on(async {
         match command {
             PipelineCommand::Run(args) => {
-                let p = pipeline(config, config.pipeline.value.clone()).await?;
+                let mut settings = config.pipeline.value.clone();
+                if let Some(device) = &args.device {
+                    settings.device = device.parse().map_err(anyhow::Error::msg)?;
+                }
+                let p = pipeline(config, settings).await?;
                 let trigger = Trigger {
                     kind: "cli".into(),
                     slot: None,
@@ -272,7 +276,10 @@ async fn status(config: &Config, json_out: bool) -> anyhow::Result<()> {
     };
     let last = runs.iter().find(|r| r.status != "running");
     let p = &config.pipeline.value;
-    let next = schedule::next_slot(&p.cron()?, p.tz()?, chrono::Utc::now());
+    let tz = p.tz()?;
+    let next = p
+        .cron()?
+        .and_then(|cron| schedule::next_slot(&cron, tz, chrono::Utc::now()));
     let inbox = inbox_dir(config);
     let waiting = lodestar_scheduler::inbox::ready_exports(&inbox, p.inbox_require_marker)
         .map(|v| v.len())

@@ -114,6 +114,69 @@ fn database_url_is_read_too_but_lodestar_database_url_wins() {
 }
 
 #[test]
+fn the_database_url_can_come_from_a_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("database_url");
+    std::fs::write(&file, "postgres://lodestar:hunter2@db:5432/lodestar\n").unwrap();
+    let path = file.display().to_string();
+    let from_file = [("LODESTAR_DATABASE_URL_FILE", path.as_str())];
+    let c = config_json(dir.path(), &[], &from_file);
+    assert_eq!(
+        setting(&c, "database_url"),
+        ("postgres://lodestar:***@db:5432/lodestar", "env")
+    );
+    assert_eq!(
+        c["database_url"]["source"]["name"],
+        "LODESTAR_DATABASE_URL_FILE"
+    );
+    // The URL itself wins over the file, and the file over DATABASE_URL.
+    let c = config_json(
+        dir.path(),
+        &[],
+        &[
+            ("LODESTAR_DATABASE_URL_FILE", path.as_str()),
+            ("LODESTAR_DATABASE_URL", "postgres://u@db/ours"),
+        ],
+    );
+    assert_eq!(setting(&c, "database_url"), ("postgres://u@db/ours", "env"));
+    let c = config_json(
+        dir.path(),
+        &[],
+        &[
+            ("LODESTAR_DATABASE_URL_FILE", path.as_str()),
+            ("DATABASE_URL", "postgres://u@db/generic"),
+        ],
+    );
+    assert_eq!(
+        c["database_url"]["source"]["name"],
+        "LODESTAR_DATABASE_URL_FILE"
+    );
+    // A missing or empty file is named; its content never is.
+    for (content, expected) in [
+        (None, "reading the database URL from"),
+        (Some(" \n"), "is empty"),
+    ] {
+        let file = dir.path().join("other");
+        let _ = std::fs::remove_file(&file);
+        if let Some(content) = content {
+            std::fs::write(&file, content).unwrap();
+        }
+        let other = file.display().to_string();
+        let out = lodestar(
+            dir.path(),
+            &["config"],
+            &[("LODESTAR_DATABASE_URL_FILE", other.as_str())],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(expected) && stderr.contains(&other),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn secrets_never_print() {
     let dir = tempfile::tempdir().unwrap();
     let url = "postgres://lodestar:hunter2@db.example:5432/lodestar";
@@ -447,4 +510,23 @@ fn train_registers_an_evaluated_artifact_and_evaluate_names_bad_presentations() 
     let bad = lodestar(dir.path(), &["train", "--hyperparameters", "bad.json"], &[]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("forest.trees must be 1..=2000"), "{err}");
+}
+
+#[test]
+fn a_gpu_pipeline_run_on_a_cpu_build_says_how_to_get_one() {
+    if cfg!(feature = "wgpu") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = lodestar(
+        dir.path(),
+        &["pipeline", "run", "--device", "wgpu", "--export", "nowhere"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("pipeline.device") && stderr.contains("--features wgpu"),
+        "{stderr}"
+    );
 }

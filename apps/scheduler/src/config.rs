@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lodestar_domain::PromotionGate;
 use lodestar_model::ModelFamily;
+use lodestar_train::TrainDevice;
 use serde::{Deserialize, Serialize};
 
 use crate::SchedulerError;
@@ -17,7 +18,9 @@ use crate::SchedulerError;
 pub struct PipelineConfig {
     /// The export a run reads when none is given (an OULAD-schema folder).
     pub export: Option<PathBuf>,
-    /// Cron expression: five fields (`min hour day month weekday`) or six with seconds first.
+    /// Cron expression: five fields (`min hour day month weekday`) or six with seconds first;
+    /// `off` when something else starts the nightly run (a Kubernetes CronJob running
+    /// `lodestar pipeline run`), so the scheduler only serves the inbox and runs queued over the API.
     pub schedule: String,
     /// IANA time zone the schedule is read in, e.g. `Europe/London`.
     pub timezone: String,
@@ -32,6 +35,9 @@ pub struct PipelineConfig {
     pub model: String,
     /// Model family trained each night.
     pub family: ModelFamily,
+    /// Where the MLP (alone or inside the ensemble) trains: `cpu`, or `wgpu` (a GPU through
+    /// burn's wgpu backend; needs a binary built with `--features wgpu`).
+    pub device: TrainDevice,
     /// Training presentations (codes or `MODULE-CODE`); empty: every code before the tested one.
     pub train: Vec<String>,
     /// Test presentations; empty: the latest code. Tonight's scoring covers these.
@@ -72,6 +78,7 @@ impl Default for PipelineConfig {
             inbox_poll_seconds: 30,
             model: "at-risk".into(),
             family: ModelFamily::Ensemble,
+            device: TrainDevice::Cpu,
             train: vec![],
             test: vec![],
             weeks: vec![5, 10, 20],
@@ -90,20 +97,23 @@ impl Default for PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// The schedule, parsed.
-    pub fn cron(&self) -> Result<cron::Schedule, SchedulerError> {
+    /// The schedule, parsed; `None` when it is `off`.
+    pub fn cron(&self) -> Result<Option<cron::Schedule>, SchedulerError> {
+        if self.schedule.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
         let fields = self.schedule.split_whitespace().count();
         let expr = match fields {
             5 => format!("0 {}", self.schedule.trim()),
             6 | 7 => self.schedule.trim().to_owned(),
             _ => {
                 return Err(SchedulerError::Config(format!(
-                    "pipeline.schedule {:?}: give five fields (min hour day month weekday), e.g. \"0 2 * * *\"",
+                    "pipeline.schedule {:?}: give five fields (min hour day month weekday), e.g. \"0 2 * * *\", or \"off\"",
                     self.schedule
                 )));
             }
         };
-        cron::Schedule::from_str(&expr).map_err(|e| {
+        cron::Schedule::from_str(&expr).map(Some).map_err(|e| {
             SchedulerError::Config(format!("pipeline.schedule {:?}: {e}", self.schedule))
         })
     }
@@ -135,6 +145,11 @@ impl PipelineConfig {
         if self.step_timeout_seconds == 0 {
             return bad("pipeline.step_timeout_seconds must be at least 1");
         }
+        if self.device == TrainDevice::Wgpu && !cfg!(feature = "wgpu") {
+            return bad(
+                "pipeline.device = \"wgpu\": this binary was built without the wgpu backend; build it with `cargo build -p lodestar --features wgpu` (the Dockerfile's pipeline-gpu target does)",
+            );
+        }
         if self.drift_threshold.is_nan() || self.drift_threshold <= 0.0 {
             return bad("pipeline.drift_threshold must be positive");
         }
@@ -160,7 +175,13 @@ mod tests {
     fn five_field_cron_and_zones_are_read_and_bad_ones_named() {
         let c = PipelineConfig::default();
         c.validate().unwrap();
-        assert_eq!(c.cron().unwrap().source(), "0 0 2 * * *");
+        assert_eq!(c.cron().unwrap().unwrap().source(), "0 0 2 * * *");
+        let off = PipelineConfig {
+            schedule: " Off ".into(),
+            ..PipelineConfig::default()
+        };
+        off.validate().unwrap();
+        assert!(off.cron().unwrap().is_none());
         let bad = PipelineConfig {
             schedule: "2am".into(),
             ..PipelineConfig::default()
@@ -180,6 +201,13 @@ mod tests {
             toml_like(r#"{"schedule": "30 1 * * 1-5", "timezone": "Europe/London"}"#);
         parsed.validate().unwrap();
         assert_eq!(parsed.model, "at-risk");
+        assert_eq!(parsed.device, TrainDevice::Cpu);
+        let gpu: PipelineConfig = toml_like(r#"{"device": "wgpu"}"#);
+        assert_eq!(
+            gpu.validate().is_ok(),
+            cfg!(feature = "wgpu"),
+            "a wgpu device is accepted exactly when the backend is built in"
+        );
     }
 
     fn toml_like(json: &str) -> PipelineConfig {

@@ -173,13 +173,19 @@ pub async fn run_scheduler(
     let poll = Duration::from_secs(pipeline.config.inbox_poll_seconds.max(1));
     let quiet = &log_event;
     let last = pipeline.store.latest_scheduled_slot().await?;
-    let mut pending: Option<String> =
-        schedule::catch_up(&schedule, tz, chrono::Utc::now(), last.as_deref()).map(|due| {
+    let mut pending: Option<String> = schedule.as_ref().and_then(|schedule| {
+        schedule::catch_up(schedule, tz, chrono::Utc::now(), last.as_deref()).map(|due| {
             tracing::info!(slot = %schedule::slot_text(due), "catching up on a slot missed while the scheduler was down");
             schedule::slot_text(due)
-        });
+        })
+    });
     let mut pending_kind = "catch-up";
-    let mut next = schedule::next_slot(&schedule, tz, chrono::Utc::now());
+    let next_slot = |now| {
+        schedule
+            .as_ref()
+            .and_then(|schedule| schedule::next_slot(schedule, tz, now))
+    };
+    let mut next = next_slot(chrono::Utc::now());
     tracing::info!(
         next = next.map(schedule::slot_text).unwrap_or_default(),
         inbox = %folders.inbox.display(),
@@ -250,7 +256,7 @@ pub async fn run_scheduler(
         {
             pending = Some(schedule::slot_text(t));
             pending_kind = "cron";
-            next = schedule::next_slot(&schedule, tz, chrono::Utc::now());
+            next = next_slot(chrono::Utc::now());
         }
     }
 }

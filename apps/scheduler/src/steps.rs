@@ -224,6 +224,7 @@ fn protocol(s: &Snapshot, train: &[String], test: &[String]) -> Result<Protocol,
 fn train_options(p: &Pipeline) -> TrainOptions {
     TrainOptions {
         seed: p.config.seed,
+        device: p.config.device,
         ..TrainOptions::default()
     }
 }

@@ -1,0 +1,202 @@
+//! The microservices as the containers run them: `lodestar api`, `lodestar dashboard` and
+//! `lodestar scheduler` as three processes on their own ports and data folders, sharing only
+//! PostgreSQL (`LODESTAR_TEST_POSTGRES_URL`, which CI sets) and an artifact folder (the shared
+//! volume or bucket). A pipeline run is triggered through the API, run by the scheduler, and a
+//! student's risk is read through the API and seen on the dashboard. Each process is probed
+//! with `lodestar healthcheck`, as the images' HEALTHCHECK does.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+/// Starts `lodestar <service> --listen 127.0.0.1:0` with its own data folder and returns it with
+/// the address it printed.
+fn start(env: &Env, service: &str, config: &Path, extra: &[(&str, &str)]) -> (Service, String) {
+    let data = env.dir.path().join(service);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodestar"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LODESTAR_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .current_dir(env.dir.path())
+        .env("LODESTAR_CONFIG", config)
+        .env("LODESTAR_DATA_DIR", &data)
+        .env("LODESTAR_ARTIFACT_STORE", env.dir.path().join("artifacts"))
+        .env("LODESTAR_LOG", "warn")
+        .envs(extra.iter().copied())
+        .args([service, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let service_process = Service(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("lodestar {service} stopped before serving"))
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("serving ") {
+            break rest.rsplit(' ').next().unwrap().to_owned();
+        }
+    };
+    // Keep reading so the process never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (service_process, base)
+}
+
+/// `lodestar healthcheck` against a service: (exit status, what it printed).
+fn healthcheck(base: &str, path: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lodestar"))
+        .env_remove("LODESTAR_CONFIG")
+        .args([
+            "healthcheck",
+            "--listen",
+            base.trim_start_matches("http://"),
+            "--path",
+            path,
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "{what}: not after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn api_dashboard_and_scheduler_as_separate_processes_on_postgresql() {
+    let Some(env) = env("services", true) else {
+        eprintln!("skipped: LODESTAR_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    // The services' shared configuration: the scheduler has no cron of its own here (as in the
+    // cluster, where a CronJob starts the nightly run) and looks for queued runs every second;
+    // the API looks for a new champion five times a second.
+    let shared = std::fs::read_to_string(env.dir.path().join("lodestar.toml")).unwrap();
+    let config = env.dir.path().join("services.toml");
+    std::fs::write(
+        &config,
+        shared.replace(
+            "[pipeline]\n",
+            "[pipeline]\nschedule = \"off\"\ninbox_poll_seconds = 1\n",
+        ) + "\n[api]\nwatch_interval_ms = 200\n",
+    )
+    .unwrap();
+    // The dashboard reads the database URL from a secret file, as compose and Kubernetes mount it.
+    let secret = env.dir.path().join("database_url");
+    std::fs::write(&secret, format!("{}\n", env.database_url)).unwrap();
+    let url = [("LODESTAR_DATABASE_URL", env.database_url.as_str())];
+    let (mut scheduler, scheduler_base) = start(&env, "scheduler", &config, &url);
+    let (mut api, api_base) = start(&env, "api", &config, &url);
+    let secret_text = secret.display().to_string();
+    let (mut dashboard, dashboard_base) = start(
+        &env,
+        "dashboard",
+        &config,
+        &[("LODESTAR_DATABASE_URL_FILE", secret_text.as_str())],
+    );
+    assert_ne!(api_base, dashboard_base);
+    assert_ne!(api_base, scheduler_base);
+
+    // Alive and ready, except the API, which has no champion to serve yet.
+    for base in [&scheduler_base, &dashboard_base, &api_base] {
+        let (ok, text) = healthcheck(base, "/healthz");
+        assert!(ok, "{base}/healthz: {text}");
+    }
+    for base in [&scheduler_base, &dashboard_base] {
+        let (ok, text) = healthcheck(base, "/readyz");
+        assert!(ok, "{base}/readyz: {text}");
+    }
+    let (ok, text) = healthcheck(&api_base, "/readyz");
+    assert!(!ok && text.contains("answered 503"), "{text}");
+
+    let created = env.ok(&[
+        "tokens",
+        "create",
+        "--name",
+        "campus-sis",
+        "--scope",
+        "pipeline:run,predictions:read",
+    ]);
+    let token = created.lines().nth(1).unwrap().trim().to_owned();
+
+    // The API queues the run; the scheduler, another process, takes it.
+    let run = run_through_api(&api_base, &token);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["trigger"], "api");
+    // The scheduler's own status route lists the same run.
+    let id = run["id"].as_i64().unwrap();
+    let (status, body) = http_get(&scheduler_base, &format!("/v1/pipeline/runs/{id}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["status"],
+        "succeeded"
+    );
+
+    // The API picks up the new champion from the registry and the artifact store by itself.
+    wait_for(
+        "the API to load the champion",
+        Duration::from_secs(30),
+        || healthcheck(&api_base, "/readyz").0.then_some(()),
+    );
+    let (student, risk) = riskiest_student(&api_base, &token, "BBB-2013J");
+    let current = &risk["current"];
+    let (tier, week, version) = (
+        current["tier"].as_str().unwrap(),
+        current["as_of_week"].as_i64().unwrap(),
+        current["model_version"].as_i64().unwrap(),
+    );
+
+    // An advisor with that presentation sees the same risk on the dashboard.
+    let made = env.ok(&["users", "create", "--name", "advisor", "--role", "advisor"]);
+    let password = made.split("shown once: ").nth(1).unwrap().trim().to_owned();
+    env.ok(&[
+        "users",
+        "assign",
+        "--name",
+        "advisor",
+        "--presentation",
+        "BBB-2013J",
+    ]);
+    let page = dashboard_page(
+        &dashboard_base,
+        "advisor",
+        &password,
+        &format!("/students/BBB-2013J/{student}"),
+    );
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains(&format!("<span class=\"tier tier-{tier}\">{tier}</span>"))
+            && page.contains(&format!("as of week {week} (model version {version})")),
+        "the dashboard shows {tier} at week {week} by version {version}:\n{page}"
+    );
+
+    // SIGTERM, as Kubernetes stops pods: each exits cleanly.
+    assert!(api.stop());
+    assert!(dashboard.stop());
+    assert!(scheduler.stop());
+}

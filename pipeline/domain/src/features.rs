@@ -344,6 +344,19 @@ impl FeatureSchema {
         }
     }
 
+    /// The schema less the named features (those a source cannot supply), order kept.
+    pub fn without(&self, absent: &[String]) -> FeatureSchema {
+        FeatureSchema {
+            version: self.version,
+            features: self
+                .features
+                .iter()
+                .filter(|f| !absent.contains(&f.name))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Column names in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.features.iter().map(|f| f.name.as_str())

@@ -86,6 +86,10 @@ pub enum IngestError {
     /// The ingest options or the export's size are outside what is supported.
     #[error("{0}")]
     Unsupported(String),
+    /// A Moodle or xAPI source (or its configuration) that cannot be converted; the message names
+    /// the file, the line or the setting.
+    #[error("{0}")]
+    Source(String),
     /// A dataframe operation failed (a bug, not bad input).
     #[error("internal dataframe error while {context}: {source}")]
     Polars {
@@ -94,6 +98,13 @@ pub enum IngestError {
         /// The polars error.
         source: polars::prelude::PolarsError,
     },
+}
+
+impl IngestError {
+    /// A file that cannot be read or written, named.
+    pub(crate) fn io(path: &std::path::Path, e: io::Error) -> IngestError {
+        IngestError::Source(format!("{}: {e}", path.display()))
+    }
 }
 
 /// Shorthand for wrapping polars errors with context.

@@ -391,7 +391,8 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         ratio(col("__wnum"), col("__wden")).alias("score_weighted"),
     ]);
 
-    let schema = FeatureSchema::standard();
+    // Features a source cannot supply are absent, not filled in.
+    let schema = FeatureSchema::standard().without(&export.absent);
     let mut columns: Vec<Expr> = KEY_COLUMNS.iter().map(|c| col(*c)).collect();
     columns.push(col(ACTIVE_COLUMN));
     columns.extend(schema.names().map(col));
@@ -466,6 +467,7 @@ pub fn build_features_by_presentation(
             submissions: this(&export.submissions)?,
             daily_activity: this(&export.daily_activity)?,
             counts: Vec::new(),
+            absent: export.absent.clone(),
         };
         let features = build_features(&part, label)?;
         if features.height() > 0 {

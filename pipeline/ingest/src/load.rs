@@ -16,7 +16,7 @@ use crate::error::{IngestError, PolarsContext};
 use crate::read::{Block, LINE, TableReader, locate};
 use crate::validate::{
     DateWindow, REASON, Rule, any_bad, canonical_columns, duplicates, final_results, imd_spellings,
-    one_of, outside, reason_of, rule_with, split_by_rules, text, type_rules,
+    one_of, outside, reason_of, rule_with, split_by_rules, text, type_rules, type_rules_except,
 };
 
 /// Rows read, accepted and quarantined for one table: `read = accepted + quarantined`.
@@ -55,6 +55,9 @@ pub struct LoadedExport {
     pub daily_activity: DataFrame,
     /// Per-table accounting, in [`Table::ALL`] order.
     pub counts: Vec<TableCount>,
+    /// studentInfo columns the source does not carry (`source.json` of a converted Moodle or
+    /// xAPI export): left unchecked, and the features derived from them left out.
+    pub absent: Vec<String>,
 }
 
 /// Where quarantined rows go: a CSV of `file,line,reason,record`.
@@ -341,6 +344,10 @@ pub fn load_export(
     for table in Table::ALL {
         locate(dir, table)?;
     }
+    let absent = crate::sources::read_source_report(dir)?
+        .map(|r| r.absent_student_columns)
+        .unwrap_or_default();
+    let carried = |column: &str| !absent.iter().any(|a| a == column);
     let mut counts = Vec::new();
     let q = quarantine;
 
@@ -453,10 +460,12 @@ pub fn load_export(
     // studentInfo
     progress(Table::StudentInfo.file_stem(), 0);
     let (file, blocks, frame) = read_whole(dir, Table::StudentInfo)?;
-    let mut rules = type_rules(Table::StudentInfo);
+    let mut rules = type_rules_except(Table::StudentInfo, &absent);
     rules.push(course_rule());
     rules.push(one_of("final_result", &final_results()));
-    rules.push(one_of("disability", &["Y", "N"]));
+    if carried("disability") {
+        rules.push(one_of("disability", &["Y", "N"]));
+    }
     let imd = imd_spellings();
     let imd_list = Series::new("imd".into(), imd.as_slice());
     rules.push(rule_with(
@@ -471,20 +480,24 @@ pub fn load_export(
             lit("\" is not a deprivation band"),
         ],
     ));
-    rules.push(outside(
-        "num_of_prev_attempts",
-        col("num_of_prev_attempts"),
-        lit(0),
-        lit(100),
-        "attempts",
-    ));
-    rules.push(outside(
-        "studied_credits",
-        col("studied_credits"),
-        lit(0),
-        lit(1000),
-        "credits",
-    ));
+    if carried("num_of_prev_attempts") {
+        rules.push(outside(
+            "num_of_prev_attempts",
+            col("num_of_prev_attempts"),
+            lit(0),
+            lit(100),
+            "attempts",
+        ));
+    }
+    if carried("studied_credits") {
+        rules.push(outside(
+            "studied_credits",
+            col("studied_credits"),
+            lit(0),
+            lit(1000),
+            "credits",
+        ));
+    }
     let students = check(
         Table::StudentInfo,
         &file,
@@ -652,6 +665,7 @@ pub fn load_export(
         submissions,
         daily_activity,
         counts,
+        absent,
     })
 }
 

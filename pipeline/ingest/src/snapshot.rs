@@ -91,6 +91,10 @@ pub struct Manifest {
     pub tables: Vec<TableCount>,
     /// Rows in the quarantine file.
     pub quarantined_rows: u64,
+    /// Features the source could not supply (a Moodle or xAPI export has no student
+    /// attributes): absent from the feature table and its schema.
+    #[serde(default)]
+    pub absent_features: Vec<String>,
     /// Rows in the feature table.
     pub feature_rows: u64,
     /// Distinct students (per presentation) in the feature table.
@@ -371,6 +375,7 @@ fn build(
         options: options.clone(),
         inputs,
         quarantined_rows: export.counts.iter().map(|c| c.quarantined).sum(),
+        absent_features: export.absent.clone(),
         tables: export.counts,
         feature_rows,
         student_presentations,
@@ -379,7 +384,7 @@ fn build(
             keys: KEY_COLUMNS.iter().map(|s| (*s).to_owned()).collect(),
             active: ACTIVE_COLUMN.to_owned(),
             labels: vec![RESULT_COLUMN.to_owned(), LABEL_COLUMN.to_owned()],
-            features: FeatureSchema::standard(),
+            features: FeatureSchema::standard().without(&export.absent),
         },
         timings,
     };

@@ -118,8 +118,18 @@ fn type_word(ty: ColumnType) -> &'static str {
 
 /// Rules every canonical column brings: present unless nullable, parseable as its type.
 pub(crate) fn type_rules(table: Table) -> Vec<Rule> {
+    type_rules_except(table, &[])
+}
+
+/// [`type_rules`] for every column but `absent` ones (a source that does not carry them writes
+/// them empty).
+pub(crate) fn type_rules_except(table: Table, absent: &[String]) -> Vec<Rule> {
     let mut rules = Vec::new();
-    for c in table.columns() {
+    for c in table
+        .columns()
+        .iter()
+        .filter(|c| !absent.iter().any(|a| a == c.name))
+    {
         let value = col(c.name);
         match (c.ty, c.nullable) {
             (ColumnType::Text, false) => rules.push(rule(

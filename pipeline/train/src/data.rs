@@ -94,7 +94,20 @@ impl Snapshot {
             let c = c.str().map_err(|e| bad(name, e))?;
             Ok(c.iter().map(|v| v.map(str::to_owned)).collect())
         };
-        let schema = FeatureSchema::standard();
+        // The standard features this snapshot has: a source without student attributes (Moodle,
+        // xAPI) leaves theirs out.
+        let present: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let standard = FeatureSchema::standard();
+        let absent: Vec<String> = standard
+            .names()
+            .filter(|n| !present.iter().any(|p| p == n))
+            .map(str::to_owned)
+            .collect();
+        let schema = standard.without(&absent);
         let mut columns = Vec::with_capacity(schema.features.len());
         for f in &schema.features {
             columns.push(if f.kind == FeatureKind::Categorical {

@@ -1,0 +1,389 @@
+//! Moodle and xAPI sources through `sources::convert` into canonical tables: the synthetic
+//! fixtures in `data-samples/moodle` (two presentations: standard and shuffled columns, CRLF and
+//! bare CR, day-first numeric dates, dates without a year, 12-hour times, a mapping file, results
+//! from a gradebook column and from an outcomes CSV) and `data-samples/xapi` (mbox and account
+//! actors, a voided statement, scaled and raw scores), with the expected rows written out here;
+//! every source record accounted for; each malformed input a quarantine entry or a clear error;
+//! and the converted export through the ordinary ingest, its features without the attributes the
+//! LMS does not carry.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use lodestar_ingest::sources::{SOURCE_QUARANTINE_FILE, SourceCount, convert};
+use lodestar_ingest::{DateWindow, IngestOptions, ingest};
+
+fn samples(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data-samples")
+        .join(name)
+}
+
+/// The rows of a canonical CSV the converter wrote, without the header.
+fn rows(dir: &Path, stem: &str) -> Vec<String> {
+    let text = fs::read_to_string(dir.join(format!("{stem}.csv"))).unwrap();
+    text.lines().skip(1).map(|l| l.replace('"', "")).collect()
+}
+
+fn count<'a>(files: &'a [SourceCount], name: &str) -> &'a SourceCount {
+    files
+        .iter()
+        .find(|f| f.file == name)
+        .unwrap_or_else(|| panic!("no count for {name}: {files:#?}"))
+}
+
+fn ignored(c: &SourceCount) -> u64 {
+    c.ignored.values().sum()
+}
+
+#[test]
+fn a_moodle_course_becomes_the_expected_canonical_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("moodle");
+    let done = convert(&samples("moodle/course.toml"), &out).unwrap();
+    let dir = &done.dir;
+    assert_eq!(
+        rows(dir, "courses"),
+        ["HIS101,2023J,100", "HIS101,2024J,100"]
+    );
+    assert_eq!(
+        rows(dir, "assessments"),
+        [
+            "HIS101,2023J,1,TMA,19,100",
+            "HIS101,2024J,2,TMA,19,50",
+            "HIS101,2024J,3,CMA,14,50",
+        ]
+    );
+    // Sites in order of first sight; the component gives the type ("Virtual Lab" by the
+    // configuration's override).
+    assert_eq!(
+        rows(dir, "vle"),
+        [
+            "1,HIS101,2023J,homepage,,",
+            "2,HIS101,2023J,forumng,,",
+            "3,HIS101,2023J,assignment,,",
+            "4,HIS101,2023J,htmlactivity,,",
+            "5,HIS101,2024J,assignment,,",
+            "6,HIS101,2024J,quiz,,",
+            "7,HIS101,2024J,homepage,,",
+            "8,HIS101,2024J,resource,,",
+            "9,HIS101,2024J,forumng,,",
+        ]
+    );
+    // Events per student, site and day (2023J: "Tuesday, 3 October 2023, 9:15 AM" is day 0,
+    // "22 Oct, 11:59 PM" day 19; 2024J: 02/10/24 is day 1, read day first because 19/10/24 can
+    // only be).
+    assert_eq!(
+        rows(dir, "studentVle"),
+        [
+            "HIS101,2023J,2001,1,0,1",
+            "HIS101,2023J,2001,2,1,1",
+            "HIS101,2023J,2001,3,19,1",
+            "HIS101,2023J,2002,4,2,1",
+            "HIS101,2024J,1001,5,18,1",
+            "HIS101,2024J,1001,6,13,2",
+            "HIS101,2024J,1001,7,1,1",
+            "HIS101,2024J,1001,8,1,1",
+            "HIS101,2024J,1002,6,14,1",
+            "HIS101,2024J,1002,9,2,1",
+            "HIS101,2024J,1003,5,20,1",
+            "HIS101,2024J,1003,7,4,2",
+        ]
+    );
+    // The first submission event dates it; the gradebook scores it (the quiz out of 10).
+    assert_eq!(
+        rows(dir, "studentAssessment"),
+        [
+            "1,2001,19,0,64.00",
+            "2,1001,18,0,72.00",
+            "3,1001,13,0,80.00",
+            "3,1002,14,0,40.00",
+            "2,1003,20,0,55.00",
+        ]
+    );
+    // Results: 2023J from the outcomes (2003 left before the gradebook export), 2024J from the
+    // course total (75.4 ≥ 70 Distinction, 30 < 40 Fail, 55 Pass); attributes empty.
+    assert_eq!(
+        rows(dir, "studentInfo"),
+        [
+            "HIS101,2023J,2001,,,,,,,,,Pass",
+            "HIS101,2023J,2002,,,,,,,,,Withdrawn",
+            "HIS101,2023J,2003,,,,,,,,,Fail",
+            "HIS101,2024J,1001,,,,,,,,,Distinction",
+            "HIS101,2024J,1002,,,,,,,,,Fail",
+            "HIS101,2024J,1003,,,,,,,,,Pass",
+        ]
+    );
+    assert_eq!(
+        rows(dir, "studentRegistration"),
+        [
+            "HIS101,2023J,2001,,",
+            "HIS101,2023J,2002,,29",
+            "HIS101,2023J,2003,,",
+            "HIS101,2024J,1001,,",
+            "HIS101,2024J,1002,,",
+            "HIS101,2024J,1003,,",
+        ]
+    );
+
+    // Every source record accounted for, with the reasons.
+    let files = &done.report.files;
+    assert!(files.iter().all(SourceCount::balanced), "{files:#?}");
+    let log23 = count(files, "log-2023J.csv");
+    assert_eq!((log23.read, log23.converted, log23.quarantined), (5, 4, 1));
+    let log24 = count(files, "log-2024J.csv");
+    assert_eq!(
+        (
+            log24.read,
+            log24.converted,
+            ignored(log24),
+            log24.quarantined
+        ),
+        (13, 10, 2, 1)
+    );
+    let book24 = count(files, "gradebook-2024J.csv");
+    assert_eq!(
+        (book24.read, book24.converted, book24.quarantined),
+        (4, 3, 1)
+    );
+    let cells23 = count(files, "gradebook-2023J.csv (grade cells)");
+    assert_eq!(
+        (cells23.read, cells23.converted, cells23.quarantined),
+        (2, 1, 1)
+    );
+    let outcomes = count(files, "outcomes-2023J.csv");
+    assert_eq!(
+        (
+            outcomes.read,
+            outcomes.converted,
+            ignored(outcomes),
+            outcomes.quarantined
+        ),
+        (5, 3, 1, 1)
+    );
+    let quarantine = fs::read_to_string(dir.join(SOURCE_QUARANTINE_FILE)).unwrap();
+    for reason in [
+        "\"log-2023J.csv\",6,\"3 fields where the header has 9\"",
+        "\"log-2024J.csv\",13,\"time \"\"yesterday, 10:00\"\" is in no known format\"",
+        "\"gradebook-2024J.csv\",5,\"no student id",
+        "graded, but the log holds no submission of \"\"Assignment: Essay 1\"\" by student 2002",
+        "\"outcomes-2023J.csv\",6,\"result \"\"Excellent\"\" is not Pass, Fail, Withdrawn or Distinction\"",
+    ] {
+        assert!(quarantine.contains(reason), "{reason} not in\n{quarantine}");
+    }
+    assert_eq!(quarantine.lines().count() as u64, 1 + done.quarantined);
+    assert_eq!(done.quarantined, 5);
+    assert!(
+        done.report
+            .absent_student_columns
+            .contains(&"gender".to_owned())
+    );
+}
+
+#[test]
+fn xapi_statements_become_the_expected_canonical_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let done = convert(&samples("xapi/course.toml"), &tmp.path().join("x")).unwrap();
+    let dir = &done.dir;
+    assert_eq!(rows(dir, "courses"), ["BIO200,2024B,120"]);
+    assert_eq!(rows(dir, "assessments"), ["BIO200,2024B,1,CMA,7,100"]);
+    assert_eq!(
+        rows(dir, "vle"),
+        [
+            "1,BIO200,2024B,homepage,,",
+            "2,BIO200,2024B,quiz,,",
+            "3,BIO200,2024B,quiz,,",
+        ]
+    );
+    // 10:00+01:00 on 12 February is 09:00 UTC: day 7. Ben's voided attempt (day 8) is gone.
+    assert_eq!(
+        rows(dir, "studentVle"),
+        [
+            "BIO200,2024B,3001,1,0,1",
+            "BIO200,2024B,3001,2,1,1",
+            "BIO200,2024B,3001,3,7,1",
+            "BIO200,2024B,3002,3,9,1",
+        ]
+    );
+    assert_eq!(
+        rows(dir, "studentAssessment"),
+        ["1,3001,7,0,85.00", "1,3002,9,0,70.00"]
+    );
+    assert_eq!(
+        rows(dir, "studentInfo"),
+        [
+            "BIO200,2024B,3001,,,,,,,,,Pass",
+            "BIO200,2024B,3002,,,,,,,,,Fail",
+        ]
+    );
+    let s = count(&done.report.files, "statements.jsonl");
+    assert_eq!(
+        (s.read, s.converted, ignored(s), s.quarantined),
+        (11, 4, 4, 3)
+    );
+    for reason in ["voided", "voids another statement", "another course"] {
+        assert_eq!(s.ignored.get(reason), Some(&1), "{:?}", s.ignored);
+    }
+    let quarantine = fs::read_to_string(dir.join(SOURCE_QUARANTINE_FILE)).unwrap();
+    for reason in [
+        "\"statements.jsonl\",7,\"statement without actor",
+        "\"statements.jsonl\",10,\"timestamp missing or not RFC 3339\"",
+        "\"statements.jsonl\",11,\"not JSON",
+    ] {
+        assert!(quarantine.contains(reason), "{reason} not in\n{quarantine}");
+    }
+
+    // The same statements as one JSON array read the same (the line that is not JSON aside).
+    let array_dir = tmp.path().join("array");
+    fs::create_dir_all(&array_dir).unwrap();
+    let source = samples("xapi");
+    let statements: Vec<serde_json::Value> = fs::read_to_string(source.join("statements.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    fs::write(
+        array_dir.join("statements.json"),
+        serde_json::to_string_pretty(&statements).unwrap(),
+    )
+    .unwrap();
+    for f in ["students.csv", "outcomes.csv"] {
+        fs::copy(source.join(f), array_dir.join(f)).unwrap();
+    }
+    fs::write(
+        array_dir.join("course.toml"),
+        fs::read_to_string(source.join("course.toml"))
+            .unwrap()
+            .replace("statements.jsonl", "statements.json"),
+    )
+    .unwrap();
+    let again = convert(&array_dir.join("course.toml"), &tmp.path().join("y")).unwrap();
+    assert_eq!(
+        rows(&again.dir, "studentAssessment"),
+        rows(dir, "studentAssessment")
+    );
+    assert_eq!(rows(&again.dir, "studentVle"), rows(dir, "studentVle"));
+    let s = count(&again.report.files, "statements.json");
+    assert_eq!(
+        (s.read, s.converted, ignored(s), s.quarantined),
+        (10, 4, 4, 2)
+    );
+}
+
+/// A copy of the Moodle sample with one file changed, converted: the error, if any.
+fn moodle_with(file: &str, change: impl Fn(String) -> String) -> Result<(), String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = samples("moodle");
+    for entry in fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    let path = tmp.path().join(file);
+    fs::write(&path, change(fs::read_to_string(&path).unwrap())).unwrap();
+    convert(&tmp.path().join("course.toml"), &tmp.path().join("out"))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn malformed_moodle_input_is_a_clear_error() {
+    // An unknown column set: not a log export.
+    let e = moodle_with("log-2024J.csv", |t| {
+        t.replacen("Event context", "Context", 1)
+    })
+    .unwrap_err();
+    assert!(
+        e.contains("log-2024J.csv")
+            && e.contains("not a Moodle log export")
+            && e.contains("\"Event context\""),
+        "{e}"
+    );
+    // Numeric dates that read both ways, with nothing in the file or the configuration to say.
+    let e = moodle_with("log-2024J.csv", |t| {
+        t.replace("19/10/24", "09/10/24")
+            .replace("14/10/24", "04/10/24")
+            .replace("15/10/24", "05/10/24")
+            .replace("21/10/24", "11/10/24")
+    })
+    .unwrap_err();
+    assert!(e.contains("date_order = \"dmy\""), "{e}");
+    // ... which the option resolves.
+    moodle_with("course.toml", |t| {
+        t.replacen(
+            "format = \"moodle\"",
+            "format = \"moodle\"\ndate_order = \"dmy\"",
+            1,
+        )
+    })
+    .unwrap();
+    // A grade item the gradebook does not have.
+    let e = moodle_with("course.toml", |t| {
+        t.replace("Quiz: Week 2 quiz (Real)", "Quiz: Week 3 quiz (Real)")
+    })
+    .unwrap_err();
+    assert!(
+        e.contains("gradebook-2024J.csv") && e.contains("Quiz: Week 3 quiz (Real)"),
+        "{e}"
+    );
+    // A configuration mistake names the file and the field.
+    let e = moodle_with("course.toml", |t| {
+        t.replace("type = \"CMA\"", "type = \"MCQ\"")
+    })
+    .unwrap_err();
+    assert!(
+        e.contains("course.toml") && e.contains("type must be TMA, CMA or Exam"),
+        "{e}"
+    );
+    let e = moodle_with("course.toml", |t| {
+        t.replace("length_days = 100", "length = 100")
+    })
+    .unwrap_err();
+    assert!(e.contains("course.toml") && e.contains("length"), "{e}");
+}
+
+#[test]
+fn a_converted_moodle_export_ingests_without_the_attributes_moodle_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let done = convert(&samples("moodle/course.toml"), &tmp.path().join("export")).unwrap();
+    let options = IngestOptions {
+        window: DateWindow::default(),
+        label: Default::default(),
+    };
+    let outcome = ingest(
+        &done.dir,
+        &tmp.path().join("snapshots"),
+        &options,
+        false,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let m = &outcome.manifest;
+    // Every canonical row the converter wrote is accepted by the ordinary validation.
+    for t in &m.tables {
+        assert_eq!(t.quarantined, 0, "{t:?}");
+    }
+    assert_eq!(m.presentations, ["HIS101-2023J", "HIS101-2024J"]);
+    let names: Vec<&str> = m.columns.features.names().collect();
+    for absent in [
+        "gender",
+        "region",
+        "highest_education",
+        "imd_band",
+        "age_band",
+        "disability",
+        "studied_credits",
+        "num_of_prev_attempts",
+    ] {
+        assert!(!names.contains(&absent), "{absent} in {names:?}");
+        assert!(m.absent_features.iter().any(|a| a == absent));
+    }
+    for present in [
+        "clicks_total",
+        "assessments_submitted",
+        "score_mean",
+        "days_since_last_activity",
+    ] {
+        assert!(names.contains(&present), "{present} not in {names:?}");
+    }
+    assert_eq!(m.student_presentations, 6);
+}

@@ -310,9 +310,14 @@ pub(crate) struct BenchIngestArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct IngestArgs {
-    /// The export folder: the seven OULAD tables as .csv or .csv.gz.
-    #[arg(long, value_name = "DIR")]
+    /// oulad: the export folder (the seven OULAD tables as .csv or .csv.gz); moodle or xapi: the
+    /// source configuration file (TOML; see README, Ingest from Moodle and xAPI).
+    #[arg(long, value_name = "PATH")]
     pub(crate) export: PathBuf,
+    /// What the export is: oulad (canonical CSVs), moodle (log + gradebook exports) or xapi
+    /// (statements); moodle and xapi are converted into <data dir>/exports/<format>-<name>/ first.
+    #[arg(long, default_value = "oulad", value_parser = ["oulad", "moodle", "xapi"])]
+    pub(crate) format: String,
     /// Rebuild the snapshot even if an identical one exists.
     #[arg(long)]
     pub(crate) force: bool,

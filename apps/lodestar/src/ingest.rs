@@ -7,6 +7,9 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use lodestar_domain::{FinalResult, LabelRule};
 use lodestar_ingest::snapshot::QUARANTINE_FILE;
+use lodestar_ingest::sources::{
+    SOURCE_QUARANTINE_FILE, SourceFormat, convert, converted_dir, source_format,
+};
 use lodestar_ingest::{DateWindow, IngestOptions, ingest};
 
 use crate::cli::IngestArgs;
@@ -31,8 +34,74 @@ pub(crate) fn run(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         label: LabelRule { at_risk },
     };
     let started = Instant::now();
+    let format: SourceFormat = args.format.parse().map_err(anyhow::Error::msg)?;
+    let export = match format {
+        SourceFormat::Oulad => args.export.clone(),
+        SourceFormat::Moodle | SourceFormat::Xapi => {
+            spinner.set_message(format!("converting {}", args.export.display()));
+            if args.export.is_dir() {
+                anyhow::bail!(
+                    "--format {}: --export names the source configuration (a .toml file), not a folder; see README, Ingest from Moodle and xAPI",
+                    args.format
+                );
+            }
+            let declared = source_format(&args.export)?;
+            if declared != format {
+                let declared = format!("{declared:?}").to_lowercase();
+                anyhow::bail!(
+                    "{} declares format = \"{declared}\", not \"{}\": run with --format {declared}",
+                    args.export.display(),
+                    args.format
+                );
+            }
+            let out = converted_dir(&config.export_dir.value, &args.export)
+                .with_context(|| format!("reading {}", args.export.display()))?;
+            let converted = convert(&args.export, &out)
+                .with_context(|| format!("converting {}", args.export.display()))?;
+            spinner.suspend(|| {
+                if args.json {
+                    return;
+                }
+                println!(
+                    "converted {} ({}) into {}",
+                    args.export.display(),
+                    args.format,
+                    converted.dir.display()
+                );
+                println!(
+                    "\n{:<34} {:>9} {:>10} {:>9} {:>12}",
+                    "source file", "read", "converted", "ignored", "quarantined"
+                );
+                for f in &converted.report.files {
+                    println!(
+                        "{:<34} {:>9} {:>10} {:>9} {:>12}",
+                        f.file,
+                        f.read,
+                        f.converted,
+                        f.ignored.values().sum::<u64>(),
+                        f.quarantined
+                    );
+                    for (reason, n) in &f.ignored {
+                        println!("    ignored {n}: {reason}");
+                    }
+                }
+                if converted.quarantined > 0 {
+                    println!(
+                        "{} source records quarantined, with file, line and reason: {}",
+                        converted.quarantined,
+                        converted.dir.join(SOURCE_QUARANTINE_FILE).display()
+                    );
+                }
+                println!(
+                    "not in this source (absent from the features): {}\n",
+                    converted.report.absent_student_columns.join(", ")
+                );
+            });
+            converted.dir
+        }
+    };
     let outcome = ingest(
-        &args.export,
+        &export,
         &config.snapshot_dir.value,
         &options,
         args.force,
@@ -44,7 +113,7 @@ pub(crate) fn run(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
             }
         },
     )
-    .with_context(|| format!("ingesting {}", args.export.display()))?;
+    .with_context(|| format!("ingesting {}", export.display()))?;
     spinner.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let m = &outcome.manifest;

@@ -530,3 +530,26 @@ fn a_gpu_pipeline_run_on_a_cpu_build_says_how_to_get_one() {
         "{stderr}"
     );
 }
+
+#[test]
+fn ingest_names_a_source_format_that_does_not_match_its_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let xapi = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-samples/xapi/course.toml");
+    let out = lodestar(
+        dir.path(),
+        &[
+            "ingest",
+            "--format",
+            "moodle",
+            "--export",
+            &xapi.display().to_string(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("declares format = \"xapi\", not \"moodle\": run with --format xapi"),
+        "{stderr}"
+    );
+}

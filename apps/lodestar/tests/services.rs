@@ -5,75 +5,12 @@
 //! student's risk is read through the API and seen on the dashboard. Each process is probed
 //! with `lodestar healthcheck`, as the images' HEALTHCHECK does.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
 use common::*;
-
-/// Starts `lodestar <service> --listen 127.0.0.1:0` with its own data folder and returns it with
-/// the address it printed.
-fn start(env: &Env, service: &str, config: &Path, extra: &[(&str, &str)]) -> (Service, String) {
-    let data = env.dir.path().join(service);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodestar"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LODESTAR_") || key == "DATABASE_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
-        .current_dir(env.dir.path())
-        .env("LODESTAR_CONFIG", config)
-        .env("LODESTAR_DATA_DIR", &data)
-        .env("LODESTAR_ARTIFACT_STORE", env.dir.path().join("artifacts"))
-        .env("LODESTAR_LOG", "warn")
-        .envs(extra.iter().copied())
-        .args([service, "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let service_process = Service(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("lodestar {service} stopped before serving"))
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("serving ") {
-            break rest.rsplit(' ').next().unwrap().to_owned();
-        }
-    };
-    // Keep reading so the process never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (service_process, base)
-}
-
-/// `lodestar healthcheck` against a service: (exit status, what it printed).
-fn healthcheck(base: &str, path: &str) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lodestar"))
-        .env_remove("LODESTAR_CONFIG")
-        .args([
-            "healthcheck",
-            "--listen",
-            base.trim_start_matches("http://"),
-            "--path",
-            path,
-        ])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 /// Polls `f` until it returns `Some`, for at most `limit`.
 fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -172,16 +109,7 @@ fn api_dashboard_and_scheduler_as_separate_processes_on_postgresql() {
     );
 
     // An advisor with that presentation sees the same risk on the dashboard.
-    let made = env.ok(&["users", "create", "--name", "advisor", "--role", "advisor"]);
-    let password = made.split("shown once: ").nth(1).unwrap().trim().to_owned();
-    env.ok(&[
-        "users",
-        "assign",
-        "--name",
-        "advisor",
-        "--presentation",
-        "BBB-2013J",
-    ]);
+    let password = env.advisor("BBB-2013J");
     let page = dashboard_page(
         &dashboard_base,
         "advisor",

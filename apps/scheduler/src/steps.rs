@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use lodestar_domain::{EvaluationReport, RiskTier};
 use lodestar_ingest::snapshot::snapshot_id;
+use lodestar_ingest::sources::{convert, converted_dir};
 use lodestar_ingest::{IngestOptions, ingest};
 use lodestar_model::Artifact;
 use lodestar_store::{ArtifactRef, CHAMPION, NewPrediction, NewVersion, Promotion, StoreError};
@@ -285,25 +286,43 @@ pub fn still_valid(name: &str, output: &Value) -> bool {
     }
 }
 
-async fn ingest_step(_p: &Pipeline, run: &RunContext) -> StepResult {
+/// The folder of canonical tables a run reads: the export itself, or, when the export is a
+/// Moodle or xAPI source configuration (a `.toml` file), the folder it is converted into.
+fn tables_dir(p: &Pipeline, export: &Path) -> Result<PathBuf, StepError> {
+    if export.is_file() {
+        let exports = p
+            .snapshot_root
+            .parent()
+            .map_or_else(|| PathBuf::from("exports"), |d| d.join("exports"));
+        converted_dir(&exports, export).map_err(|e| StepError::permanent(e.to_string()))
+    } else {
+        Ok(export.to_owned())
+    }
+}
+
+async fn ingest_step(p: &Pipeline, run: &RunContext) -> StepResult {
     let export = run.export.clone();
+    let tables = tables_dir(p, &export)?;
     blocking(move || {
-        if !export.is_dir() {
+        if export.is_file() {
+            // A Moodle or xAPI source: converted again each night, as its files change.
+            convert(&export, &tables).map_err(|e| StepError::permanent(e.to_string()))?;
+        } else if !export.is_dir() {
             return Err(StepError::permanent(format!(
-                "the export folder {} does not exist",
+                "the export {} does not exist (an export folder, or a Moodle or xAPI source configuration)",
                 export.display()
             )));
         }
-        let (id, files) = snapshot_id(&export, &IngestOptions::default())
+        let (id, files) = snapshot_id(&tables, &IngestOptions::default())
             .map_err(|e| StepError::permanent(e.to_string()))?;
         // The export's place is on the run; its content is what the next steps depend on.
-        Ok(json!({"snapshot_id": id, "files": files}))
+        Ok(json!({"snapshot_id": id, "files": files, "tables": tables}))
     })
     .await
 }
 
 async fn features_step(p: &Pipeline, run: &RunContext) -> StepResult {
-    let export = run.export.clone();
+    let export = tables_dir(p, &run.export)?;
     let root = p.snapshot_root.clone();
     let force = run.no_cache;
     let outcome = blocking(move || {

@@ -4,9 +4,9 @@
 //! sign-in form included).
 #![allow(dead_code, reason = "each test file uses a part of these helpers")]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -156,6 +156,21 @@ impl Env {
             .map_or((0, None), |m| {
                 (m["versions"].as_u64().unwrap(), m["champion"].as_i64())
             })
+    }
+
+    /// Creates the dashboard user `advisor` with `presentation` as caseload; returns its password.
+    pub(crate) fn advisor(&self, presentation: &str) -> String {
+        let made = self.ok(&["users", "create", "--name", "advisor", "--role", "advisor"]);
+        let password = made.split("shown once: ").nth(1).unwrap().trim().to_owned();
+        self.ok(&[
+            "users",
+            "assign",
+            "--name",
+            "advisor",
+            "--presentation",
+            presentation,
+        ]);
+        password
     }
 
     pub(crate) fn show(&self, run: i64) -> Value {
@@ -319,4 +334,69 @@ pub(crate) fn riskiest_student(base: &str, token: &str, presentation: &str) -> (
     );
     assert_eq!(status, 200, "{body}");
     (student, serde_json::from_str(&body).unwrap())
+}
+
+/// Starts `lodestar <service> --listen 127.0.0.1:0` with its own data folder and returns it with
+/// the address it printed.
+pub(crate) fn start(
+    env: &Env,
+    service: &str,
+    config: &Path,
+    extra: &[(&str, &str)],
+) -> (Service, String) {
+    let data = env.dir.path().join(service);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lodestar"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LODESTAR_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .current_dir(env.dir.path())
+        .env("LODESTAR_CONFIG", config)
+        .env("LODESTAR_DATA_DIR", &data)
+        .env("LODESTAR_ARTIFACT_STORE", env.dir.path().join("artifacts"))
+        .env("LODESTAR_LOG", "warn")
+        .envs(extra.iter().copied())
+        .args([service, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let service_process = Service(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("lodestar {service} stopped before serving"))
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("serving ") {
+            break rest.rsplit(' ').next().unwrap().to_owned();
+        }
+    };
+    // Keep reading so the process never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (service_process, base)
+}
+
+/// `lodestar healthcheck` against a service: (exit status, what it printed).
+pub(crate) fn healthcheck(base: &str, path: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lodestar"))
+        .env_remove("LODESTAR_CONFIG")
+        .args([
+            "healthcheck",
+            "--listen",
+            base.trim_start_matches("http://"),
+            "--path",
+            path,
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

@@ -387,3 +387,54 @@ fn a_converted_moodle_export_ingests_without_the_attributes_moodle_lacks() {
     }
     assert_eq!(m.student_presentations, 6);
 }
+
+#[test]
+fn every_moodle_time_format_lands_on_its_day() {
+    // One student, one event on 11 May 2018 (day 10 of a course starting 1 May), in each format.
+    for (time, date_order, line_ending) in [
+        ("11/05/18, 09:44", "date_order = \"dmy\"\n", "\r\n"),
+        ("05/11/18, 09:44", "date_order = \"mdy\"\n", "\n"),
+        ("11/05/2018, 21:44", "date_order = \"dmy\"\n", "\r"),
+        ("11 May 2018, 09:44", "", "\n"),
+        ("Friday, 11 May 2018, 9:44 AM", "", "\r\n"),
+        ("11 May, 09:44", "", "\r"),
+        ("11 Sept, 09:44", "", "\n"),
+        ("2018-05-11 09:44:05", "", "\n"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        let start = if time.contains("Sept") {
+            "2018-09-01"
+        } else {
+            "2018-05-01"
+        };
+        fs::write(
+            d.join("course.toml"),
+            format!(
+                "format = \"moodle\"\n{date_order}\n[[presentations]]\nmodule = \"TST100\"\npresentation = \"2018B\"\nstart = {start}\nlength_days = 60\nlog = \"log.csv\"\ngradebook = \"book.csv\"\nresult = {{ column = \"Course total (Real)\", pass_mark = 40 }}\n"
+            ),
+        )
+        .unwrap();
+        let header = "Time,User full name,Affected user,Event context,Component,Event name,Description,Origin,IP address";
+        let row =
+            format!("\"{time}\",Ana Silva,-,Course: Test,System,Course viewed,viewed,web,10.0.0.1");
+        fs::write(
+            d.join("log.csv"),
+            format!("{header}{line_ending}{row}{line_ending}"),
+        )
+        .unwrap();
+        fs::write(
+            d.join("book.csv"),
+            "First name,Last name,ID number,Course total (Real)\nAna,Silva,7,50.00\n",
+        )
+        .unwrap();
+        let done = convert(&d.join("course.toml"), &d.join("out"))
+            .unwrap_or_else(|e| panic!("{time}: {e}"));
+        assert_eq!(
+            rows(&done.dir, "studentVle"),
+            ["TST100,2018B,7,1,10,1"],
+            "{time}"
+        );
+        assert_eq!(done.quarantined, 0, "{time}");
+    }
+}

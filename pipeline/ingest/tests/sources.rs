@@ -280,9 +280,13 @@ fn moodle_with(file: &str, change: impl Fn(String) -> String) -> Result<(), Stri
     }
     let path = tmp.path().join(file);
     fs::write(&path, change(fs::read_to_string(&path).unwrap())).unwrap();
-    convert(&tmp.path().join("course.toml"), &tmp.path().join("out"))
+    let result = convert(&tmp.path().join("course.toml"), &tmp.path().join("out"))
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    // A failed conversion leaves nothing half-written.
+    assert!(!tmp.path().join("out.partial").exists());
+    assert_eq!(result.is_ok(), tmp.path().join("out").exists());
+    result
 }
 
 #[test]

@@ -249,9 +249,10 @@ pub fn read_source_report(dir: &Path) -> Result<Option<SourceReport>, IngestErro
 pub(crate) struct Canonical {
     pub(crate) rows: BTreeMap<Table, Vec<Vec<String>>>,
     next_site: u64,
-    sites: BTreeMap<(String, String), u64>,
-    /// (presentation key, student, site, day) → clicks.
-    clicks: BTreeMap<(String, i64, u64, i32), u64>,
+    /// (module, presentation, activity) → site id.
+    sites: BTreeMap<(String, String, String), u64>,
+    /// (module, presentation, student, site, day) → clicks.
+    clicks: BTreeMap<(String, String, i64, u64, i32), u64>,
 }
 
 impl Canonical {
@@ -267,7 +268,11 @@ impl Canonical {
         activity: &str,
         activity_type: &str,
     ) -> u64 {
-        let key = (key_of(p), activity.to_owned());
+        let key = (
+            p.module.clone(),
+            p.presentation.clone(),
+            activity.to_owned(),
+        );
         if let Some(id) = self.sites.get(&key) {
             return *id;
         }
@@ -292,19 +297,18 @@ impl Canonical {
     pub(crate) fn click(&mut self, p: &PresentationSource, student: i64, site: u64, day: i32) {
         *self
             .clicks
-            .entry((key_of(p), student, site, day))
+            .entry((p.module.clone(), p.presentation.clone(), student, site, day))
             .or_default() += 1;
     }
 
     fn finish_clicks(&mut self) {
         let clicks = std::mem::take(&mut self.clicks);
-        for ((key, student, site, day), n) in clicks {
-            let (module, code) = key.split_once('-').unwrap_or((&key, ""));
+        for ((module, code, student, site, day), n) in clicks {
             self.push(
                 Table::StudentVle,
                 vec![
-                    module.to_owned(),
-                    code.to_owned(),
+                    module,
+                    code,
                     student.to_string(),
                     site.to_string(),
                     day.to_string(),
@@ -413,7 +417,12 @@ impl StudentMap {
 pub(crate) fn open_csv(
     path: &Path,
 ) -> Result<(csv::Reader<fs::File>, csv::StringRecord), IngestError> {
-    let mut reader = csv_reader(path)?;
+    let file = fs::File::open(path).map_err(|e| IngestError::io(path, e))?;
+    // The default terminator takes LF, CRLF and a bare CR alike.
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(file);
     let headers = reader
         .headers()
         .map_err(|e| source_err(path, 1, e))?
@@ -473,15 +482,6 @@ pub(crate) fn presentations<'a>(
             (p, first)
         })
         .collect()
-}
-
-pub(crate) fn csv_reader(path: &Path) -> Result<csv::Reader<fs::File>, IngestError> {
-    let file = fs::File::open(path).map_err(|e| IngestError::io(path, e))?;
-    // The default terminator takes LF, CRLF and a bare CR alike.
-    Ok(csv::ReaderBuilder::new()
-        .flexible(true)
-        .has_headers(true)
-        .from_reader(file))
 }
 
 pub(crate) fn source_err(path: &Path, line: u64, e: impl std::fmt::Display) -> IngestError {
@@ -711,6 +711,30 @@ pub fn convert(config: &Path, out: &Path) -> Result<Converted, IngestError> {
         fs::remove_dir_all(&partial).map_err(|e| IngestError::io(&partial, e))?;
     }
     fs::create_dir_all(&partial).map_err(|e| IngestError::io(&partial, e))?;
+    let written = write_partial(&cfg, config, base, &partial);
+    if written.is_err() {
+        // A failed conversion leaves nothing half-written behind.
+        let _ = fs::remove_dir_all(&partial);
+    }
+    let (report, quarantined) = written?;
+    if out.exists() {
+        fs::remove_dir_all(out).map_err(|e| IngestError::io(out, e))?;
+    }
+    fs::rename(&partial, out).map_err(|e| IngestError::io(out, e))?;
+    Ok(Converted {
+        dir: out.to_owned(),
+        report,
+        quarantined,
+    })
+}
+
+/// Converts into the folder `partial`: the tables, the quarantine and `source.json`.
+fn write_partial(
+    cfg: &SourceConfig,
+    config: &Path,
+    base: &Path,
+    partial: &Path,
+) -> Result<(SourceReport, u64), IngestError> {
     let mut q = SourceQuarantine::create(&partial.join(SOURCE_QUARANTINE_FILE))?;
     let mut canonical = Canonical::default();
     let students = cfg
@@ -719,21 +743,16 @@ pub fn convert(config: &Path, out: &Path) -> Result<Converted, IngestError> {
         .map(|p| StudentMap::read(&base.join(p)))
         .transpose()?;
     let files = match cfg.format {
-        SourceFormat::Moodle => {
-            moodle::convert(&cfg, base, students.as_ref(), &mut canonical, &mut q)?
-        }
-        SourceFormat::Xapi => xapi::convert(&cfg, base, students.as_ref(), &mut canonical, &mut q)?,
-        SourceFormat::Oulad => {
-            return Err(IngestError::Source(format!(
-                "{}: format \"oulad\" exports are read as they are; give the folder to --export",
-                config.display()
-            )));
+        SourceFormat::Xapi => xapi::convert(cfg, base, students.as_ref(), &mut canonical, &mut q)?,
+        // validate_config refuses oulad.
+        SourceFormat::Moodle | SourceFormat::Oulad => {
+            moodle::convert(cfg, base, students.as_ref(), &mut canonical, &mut q)?
         }
     };
     canonical.finish_clicks();
     for table in Table::ALL {
         write_table(
-            &partial,
+            partial,
             table,
             canonical.rows.get(&table).map_or(&[][..], Vec::as_slice),
         )?;
@@ -752,20 +771,17 @@ pub fn convert(config: &Path, out: &Path) -> Result<Converted, IngestError> {
     debug_assert!(report.files.iter().all(SourceCount::balanced));
     let json =
         serde_json::to_string_pretty(&report).map_err(|e| IngestError::Source(e.to_string()))?;
-    fs::write(partial.join(SOURCE_FILE), json).map_err(|e| IngestError::io(&partial, e))?;
-    if out.exists() {
-        fs::remove_dir_all(out).map_err(|e| IngestError::io(out, e))?;
-    }
-    fs::rename(&partial, out).map_err(|e| IngestError::io(out, e))?;
-    Ok(Converted {
-        dir: out.to_owned(),
-        report,
-        quarantined,
-    })
+    fs::write(partial.join(SOURCE_FILE), json).map_err(|e| IngestError::io(partial, e))?;
+    Ok((report, quarantined))
 }
 
 fn validate_config(cfg: &SourceConfig, path: &Path) -> Result<(), IngestError> {
     let bad = |what: String| Err(IngestError::Source(format!("{}: {what}", path.display())));
+    if cfg.format == SourceFormat::Oulad {
+        return bad(
+            "format \"oulad\" exports are read as they are; give the folder to --export".into(),
+        );
+    }
     if cfg.presentations.is_empty() {
         return bad("no [[presentations]]".into());
     }

@@ -40,17 +40,29 @@ pub struct PipelineConfig {
     pub device: TrainDevice,
     /// Training presentations (codes or `MODULE-CODE`); empty: every code before the tested one.
     pub train: Vec<String>,
-    /// Test presentations; empty: the latest code. Tonight's scoring covers these.
+    /// Test presentations; empty: the latest code whose presentations have finished (a running
+    /// presentation is never tested on).
     pub test: Vec<String>,
     /// Weeks evaluated.
     pub weeks: Vec<u16>,
     /// Seed for every random choice.
     pub seed: u64,
-    /// As-of week scored; empty: each presentation's latest week in the export.
+    /// The export's as-of day for every running presentation, in OULAD-schema day numbers
+    /// (`--as-of-day`); records dated after it are refused. Empty: a source's configured as-of,
+    /// else each running presentation's latest recorded day.
+    pub as_of_day: Option<i32>,
+    /// The export's as-of date (`YYYY-MM-DD`, `--as-of`) for Moodle and xAPI sources, whose
+    /// records carry calendar dates; over the source configuration's own `as_of`.
+    pub as_of: Option<String>,
+    /// As-of week scored; empty: each running presentation's current week (the last week
+    /// complete on its as-of day).
     pub score_week: Option<u16>,
-    /// Also score every earlier week a version has not scored yet (a course's risk history on
-    /// its first night, or in the demo).
+    /// Also score every earlier week of the running presentations a version has not scored yet
+    /// (a course's risk history on its first night, or in the demo).
     pub score_history: bool,
+    /// Also score the finished test presentations (a replay of history); off: each night scores
+    /// the running presentations only.
+    pub score_finished: bool,
     /// The promotion gate the candidate must pass against the champion.
     pub gate: PromotionGate,
     /// A run is flagged when a feature's population stability index exceeds this.
@@ -83,8 +95,11 @@ impl Default for PipelineConfig {
             test: vec![],
             weeks: vec![5, 10, 20],
             seed: 42,
+            as_of_day: None,
+            as_of: None,
             score_week: None,
             score_history: false,
+            score_finished: false,
             gate: PromotionGate::default(),
             drift_threshold: 0.25,
             webhook: None,
@@ -157,6 +172,19 @@ impl PipelineConfig {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return bad("pipeline.webhook must be an http:// or https:// URL");
+        }
+        if let Some(date) = &self.as_of
+            && lodestar_domain::term::days_between(date, date).is_none()
+        {
+            return Err(SchedulerError::Config(format!(
+                "pipeline.as_of {date:?} is not a date (YYYY-MM-DD)"
+            )));
+        }
+        if self
+            .as_of_day
+            .is_some_and(|d| !(-2000..=10_000).contains(&d))
+        {
+            return bad("pipeline.as_of_day must be a day number between -2000 and 10000");
         }
         Ok(())
     }

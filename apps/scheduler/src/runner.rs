@@ -159,7 +159,7 @@ fn step_config(p: &Pipeline, step: &str) -> Value {
         "evaluate" => json!({"weeks": c.weeks, "seed": c.seed}),
         "register" => json!({"model": c.model}),
         "score" => {
-            json!({"train": c.train, "test": c.test, "week": c.score_week, "history": c.score_history})
+            json!({"train": c.train, "test": c.test, "week": c.score_week, "history": c.score_history, "finished": c.score_finished})
         }
         "drift" => json!({"threshold": c.drift_threshold}),
         _ => Value::Null,

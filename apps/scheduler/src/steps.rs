@@ -9,12 +9,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lodestar_domain::{EvaluationReport, RiskTier};
+use lodestar_domain::{EvaluationReport, PresentationTerm, RiskTier, TermState};
 use lodestar_ingest::snapshot::snapshot_id;
-use lodestar_ingest::sources::{convert, converted_dir};
+use lodestar_ingest::sources::{convert_as_of, converted_dir};
 use lodestar_ingest::{IngestOptions, ingest};
 use lodestar_model::Artifact;
-use lodestar_store::{ArtifactRef, CHAMPION, NewPrediction, NewVersion, Promotion, StoreError};
+use lodestar_store::{
+    ArtifactRef, CHAMPION, GateEvidence, NewPrediction, NewVersion, Promotion, StoreError,
+};
 use lodestar_train::batch::{
     FeatureDrift, context, current_rows, history_rows, population_stability, score_rows,
 };
@@ -111,6 +113,9 @@ pub struct FeaturesOut {
     pub quarantined_rows: u64,
     /// Presentations.
     pub presentations: Vec<String>,
+    /// Each presentation running or finished, as of which day.
+    #[serde(default)]
+    pub terms: Vec<PresentationTerm>,
     /// An identical snapshot existed.
     pub reused: bool,
 }
@@ -170,6 +175,31 @@ pub struct ScoreOut {
     pub weeks: BTreeMap<String, u16>,
     /// Presentations this version had already scored at that week.
     pub already_scored: Vec<String>,
+    /// Per presentation scored tonight: its term, the week, and how many students.
+    #[serde(default)]
+    pub presentations: Vec<ScoredPresentation>,
+    /// Why nothing (or less than every running presentation) was scored, in words.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// One presentation scored tonight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredPresentation {
+    /// `MODULE-PRESENTATION`.
+    pub presentation: String,
+    /// Running (tonight's students) or finished (a replay, with `score_finished`).
+    pub state: TermState,
+    /// The week scored (the current week of a running presentation).
+    pub week: u16,
+    /// Weeks in the presentation.
+    pub weeks: u16,
+    /// The export's as-of day for it.
+    pub as_of_day: i32,
+    /// The as-of day as a date, when the source has a calendar.
+    pub as_of_date: Option<String>,
+    /// Students scored at `week` (still registered).
+    pub students: u64,
 }
 
 /// `drift` output.
@@ -300,20 +330,36 @@ fn tables_dir(p: &Pipeline, export: &Path) -> Result<PathBuf, StepError> {
     }
 }
 
+fn ingest_options(p: &Pipeline) -> IngestOptions {
+    IngestOptions {
+        as_of_day: p.config.as_of_day,
+        ..IngestOptions::default()
+    }
+}
+
 async fn ingest_step(p: &Pipeline, run: &RunContext) -> StepResult {
     let export = run.export.clone();
     let tables = tables_dir(p, &export)?;
+    let as_of = match &p.config.as_of {
+        Some(d) => Some(
+            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|e| StepError::permanent(format!("pipeline.as_of {d:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let options = ingest_options(p);
     blocking(move || {
         if export.is_file() {
             // A Moodle or xAPI source: converted again each night, as its files change.
-            convert(&export, &tables).map_err(|e| StepError::permanent(e.to_string()))?;
+            convert_as_of(&export, &tables, as_of)
+                .map_err(|e| StepError::permanent(e.to_string()))?;
         } else if !export.is_dir() {
             return Err(StepError::permanent(format!(
                 "the export {} does not exist (an export folder, or a Moodle or xAPI source configuration)",
                 export.display()
             )));
         }
-        let (id, files) = snapshot_id(&tables, &IngestOptions::default())
+        let (id, files) = snapshot_id(&tables, &options)
             .map_err(|e| StepError::permanent(e.to_string()))?;
         // The export's place is on the run; its content is what the next steps depend on.
         Ok(json!({"snapshot_id": id, "files": files, "tables": tables}))
@@ -325,15 +371,10 @@ async fn features_step(p: &Pipeline, run: &RunContext) -> StepResult {
     let export = tables_dir(p, &run.export)?;
     let root = p.snapshot_root.clone();
     let force = run.no_cache;
+    let options = ingest_options(p);
     let outcome = blocking(move || {
-        ingest(
-            &export,
-            &root,
-            &IngestOptions::default(),
-            force,
-            &mut |_, _| {},
-        )
-        .map_err(|e| StepError::from(e.to_string()))
+        ingest(&export, &root, &options, force, &mut |_, _| {})
+            .map_err(|e| StepError::from(e.to_string()))
     })
     .await?;
     let m = &outcome.manifest;
@@ -343,6 +384,7 @@ async fn features_step(p: &Pipeline, run: &RunContext) -> StepResult {
         feature_rows: m.feature_rows,
         quarantined_rows: m.quarantined_rows,
         presentations: m.presentations.clone(),
+        terms: m.terms.clone(),
         reused: outcome.reused,
     })
 }
@@ -458,6 +500,37 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
             reasons: vec![format!("version {} is already the champion", r.version)],
         });
     }
+    // Like with like: the candidate's report is tonight's evaluation; the champion is scored by
+    // its own artifact on the same test rows, never compared through its stored report.
+    let candidate: EvaluationReport = serde_json::from_value(
+        inputs
+            .get("evaluate")
+            .and_then(|e| e.get("report"))
+            .cloned()
+            .ok_or("the evaluation report is missing")?,
+    )
+    .map_err(|e| format!("the evaluation report is unreadable: {e}"))?;
+    let champion = match current {
+        Some(c) => {
+            let f: FeaturesOut = input(inputs, "features")?;
+            let t: TrainOut = input(inputs, "train")?;
+            let v = p.store.version(&r.model, c).await.map_err(store_err)?;
+            let artifact = load_artifact(p, &v.artifact).await?;
+            let weeks = p.config.weeks.clone();
+            let o = train_options(p);
+            let report = blocking(move || {
+                let s = read_snapshot(&f.dir)?;
+                Ok(evaluate_artifact(&s, &artifact, &t.protocol, &weeks, &o).map_err(|e| {
+                    StepError::permanent(format!(
+                        "the champion (version {c}) cannot be scored on tonight's test rows, so the gate cannot compare: {e}"
+                    ))
+                })?)
+            })
+            .await?;
+            Some((c, report))
+        }
+        None => None,
+    };
     let promotion = Promotion {
         model: r.model.clone(),
         version: r.version,
@@ -465,6 +538,10 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
         actor: format!("scheduler ({})", p.holder.id),
         reason: format!("pipeline run {}", run.id),
         force: false,
+        evidence: Some(GateEvidence {
+            candidate,
+            champion,
+        }),
     };
     let (champion, promoted, reasons) = match p.store.promote(&promotion).await {
         Ok(m) => {
@@ -498,6 +575,46 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
     })
 }
 
+/// The rows tonight scores: every running presentation (at its current week, or every week up
+/// to it with `score_history`), and with `score_finished` the finished test presentations too.
+fn rows_to_score(
+    s: &Snapshot,
+    p: &crate::config::PipelineConfig,
+    notes: &mut Vec<String>,
+) -> Result<Vec<usize>, StepError> {
+    let mut presentations = s.running_presentations();
+    for t in s.terms.iter().filter(|t| t.is_running()) {
+        if t.current_week.is_none() {
+            notes.push(format!(
+                "{}: {}; nothing to score until then",
+                t.presentation,
+                t.describe()
+            ));
+        }
+    }
+    if p.score_finished {
+        let Protocol::Temporal { test, .. } = protocol(s, &p.train, &p.test)? else {
+            return Err(StepError::permanent("scoring needs a temporal protocol"));
+        };
+        let tested = s.select_presentations(&test).map_err(|e| e.to_string())?;
+        for t in tested {
+            if !presentations.contains(&t) {
+                presentations.push(t);
+            }
+        }
+    } else if presentations.is_empty() {
+        notes.push(
+            "no presentation of this export is running (every student has an outcome): nothing to score tonight; finished terms are history (set pipeline.score_finished = true to rescore them)"
+                .into(),
+        );
+    }
+    Ok(if p.score_history {
+        history_rows(s, &presentations, p.score_week)
+    } else {
+        current_rows(s, &presentations, p.score_week)
+    })
+}
+
 async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResult {
     let f: FeaturesOut = input(inputs, "features")?;
     let g: GateOut = input(inputs, "gate")?;
@@ -507,25 +624,17 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
         .await
         .map_err(store_err)?;
     let artifact = load_artifact(p, &v.artifact).await?;
-    let (train, test, week, history) = (
-        p.config.train.clone(),
-        p.config.test.clone(),
-        p.config.score_week,
-        p.config.score_history,
-    );
-    let (scored, s) = blocking(move || {
+    let config = p.config.clone();
+    let (scored, s, notes) = blocking(move || {
         let s = read_snapshot(&f.dir)?;
-        let Protocol::Temporal { test, .. } = protocol(&s, &train, &test)? else {
-            return Err(StepError::permanent("scoring needs a temporal protocol"));
-        };
-        let presentations = s.select_presentations(&test).map_err(|e| e.to_string())?;
-        let rows = if history {
-            history_rows(&s, &presentations, week)
-        } else {
-            current_rows(&s, &presentations, week)
-        };
+        let mut notes = Vec::new();
+        let rows = rows_to_score(&s, &config, &mut notes)?;
         let predictions = score_rows(&s, &artifact, &rows).map_err(|e| e.to_string())?;
-        Ok((rows.into_iter().zip(predictions).collect::<Vec<_>>(), s))
+        Ok((
+            rows.into_iter().zip(predictions).collect::<Vec<_>>(),
+            s,
+            notes,
+        ))
     })
     .await?;
     // The week each presentation is scored at, and every (presentation, week) scored.
@@ -538,6 +647,25 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
         *w = (*w).max(s.week[*r]);
         pairs.insert((s.presentation[*r], s.week[*r]));
     }
+    let presentations: Vec<ScoredPresentation> = weeks
+        .iter()
+        .filter_map(|(name, week)| {
+            let pr = s.presentations.iter().position(|n| n == name)? as u32;
+            let term = s.term(pr)?;
+            Some(ScoredPresentation {
+                presentation: name.clone(),
+                state: term.state,
+                week: *week,
+                weeks: term.weeks(),
+                as_of_day: term.as_of_day,
+                as_of_date: term.as_of_date(),
+                students: scored
+                    .iter()
+                    .filter(|(r, _)| s.presentation[*r] == pr && s.week[*r] == *week)
+                    .count() as u64,
+            })
+        })
+        .collect();
     let mut done: std::collections::BTreeSet<(u32, u16)> = Default::default();
     for (pr, week) in &pairs {
         let name = &s.presentations[*pr as usize];
@@ -586,6 +714,12 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
             }
         })
         .collect();
+    // Every presentation's term (running or finished, as of which day) before its scores, so
+    // the API and the dashboard never show a score without knowing its term. Idempotent.
+    p.store
+        .record_terms(&s.terms, &s.id)
+        .await
+        .map_err(store_err)?;
     p.failpoints.hit("score:before-commit");
     let stored = p.store.insert_predictions(&rows).await.map_err(store_err)?;
     to_json(&ScoreOut {
@@ -594,6 +728,8 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
         by_tier,
         weeks,
         already_scored: already,
+        presentations,
+        notes,
     })
 }
 
@@ -658,6 +794,7 @@ pub fn summary(run: &RunContext, inputs: &Inputs) -> Value {
         "export": run.export,
         "steps": run.so_far,
         "snapshot": inputs.get("features").and_then(|f| f.get("snapshot_id")),
+        "terms": inputs.get("features").and_then(|f| f.get("terms")),
         "registered": inputs.get("register"),
         "gate": inputs.get("gate"),
         "score": inputs.get("score"),

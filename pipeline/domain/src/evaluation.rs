@@ -469,7 +469,11 @@ impl PromotionGate {
                 }
             }
             if let Some(champion) = champion {
+                // A week the champion was not evaluated at is no evidence either way: refuse.
                 let Some(ch) = week_of(champion, week) else {
+                    reasons.push(format!(
+                        "week {week}: the champion has no evaluation at week {week} to compare with"
+                    ));
                     continue;
                 };
                 let (cv, hv) = (self.metric.of(&c), self.metric.of(&ch));
@@ -566,6 +570,19 @@ mod tests {
         assert_eq!(
             d.reasons,
             vec!["the candidate has no evaluation at week 20".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_gate_week_missing_from_the_champion_refuses() {
+        let gate = PromotionGate::default();
+        let mut champion = report(0.7, 0.01, 0.0);
+        champion.weeks.retain(|w| w.week != 10);
+        let d = gate.evaluate(&report(0.9, 0.01, 0.0), Some(&champion));
+        assert!(!d.passed);
+        assert_eq!(
+            d.reasons,
+            vec!["week 10: the champion has no evaluation at week 10 to compare with".to_owned()]
         );
     }
 

@@ -6,6 +6,7 @@
 //! - [`activity`]: VLE activity types grouped into the families features are built from.
 //! - [`features`]: the weekly feature schema, as-of-week rules and the outcome label.
 //! - [`risk`]: risk tiers and their thresholds.
+//! - [`term`]: finished and running presentations, their as-of day and current week.
 
 pub mod activity;
 
@@ -34,6 +35,7 @@ pub mod features;
 pub mod ids;
 pub mod risk;
 pub mod tables;
+pub mod term;
 
 pub use activity::ActivityFamily;
 pub use evaluation::{
@@ -44,6 +46,7 @@ pub use features::{AsOfWeek, FeatureGroup, FeatureKind, FeatureSchema, FeatureSp
 pub use ids::{AssessmentId, ModuleCode, PresentationCode, PresentationId, SiteId, StudentId};
 pub use risk::{RiskTier, TierThresholds};
 pub use tables::{Column, ColumnType, FinalResult, Table};
+pub use term::{AsOfSource, PresentationTerm, TermState};
 
 /// Why a value could not become a domain type.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

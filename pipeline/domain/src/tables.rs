@@ -172,8 +172,8 @@ const STUDENT_INFO: &[Column] = &[
     col(
         "final_result",
         Text,
-        false,
-        "Pass, Distinction, Fail or Withdrawn",
+        true,
+        "Pass, Distinction, Fail or Withdrawn; empty while the student's presentation is running",
     ),
 ];
 const STUDENT_REGISTRATION: &[Column] = &[
@@ -439,8 +439,8 @@ pub struct StudentInfo {
     pub studied_credits: u16,
     /// Declared disability.
     pub disability: bool,
-    /// Outcome.
-    pub final_result: FinalResult,
+    /// Outcome; `None` while the presentation is running and the student has none yet.
+    pub final_result: Option<FinalResult>,
 }
 
 /// A row of `studentRegistration`.

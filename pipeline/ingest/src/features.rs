@@ -1,5 +1,6 @@
 //! The weekly feature table: one row per (student, presentation, as-of week k) for k from 0 to
-//! the presentation's last week, computed only from records dated on or before day 7k+6.
+//! the presentation's last week (a running presentation: to its current week, the last one
+//! complete on the export's as-of day), computed only from records dated on or before day 7k+6.
 //!
 //! Built from weekly increments and cumulative sums per student, so the cost is linear in the
 //! number of students and weeks. Week -1 gathers everything before the presentation starts; it
@@ -11,7 +12,7 @@ use lodestar_domain::{ActivityFamily, FeatureSchema, LabelRule};
 use polars::prelude::*;
 
 use crate::error::{IngestError, PolarsContext};
-use crate::load::{LoadedExport, family_column};
+use crate::load::{LAST_WEEK_COLUMN, LoadedExport, family_column};
 
 /// Identifying columns of a feature row (beside the features).
 pub const KEY_COLUMNS: [&str; 3] = ["code_module", "code_presentation", "id_student"];
@@ -197,11 +198,11 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         .clone()
         .lazy()
         .join(
-            export
-                .courses
-                .clone()
-                .lazy()
-                .select([col("presentation_index"), col("module_presentation_length")]),
+            export.courses.clone().lazy().select([
+                col("presentation_index"),
+                col("module_presentation_length"),
+                col(LAST_WEEK_COLUMN),
+            ]),
             [col("presentation_index")],
             [col("presentation_index")],
             JoinArgs::new(JoinType::Inner),
@@ -235,14 +236,24 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
                 .alias("disability"),
             ordinal("age_band", &["0-35", "35-55", "55<="]).alias("age_band"),
             ordinal("imd_band", &lodestar_domain::tables::IMD_BANDS).alias("imd_band"),
-            col(RESULT_COLUMN)
-                .is_in(lit(at_risk).implode(false), false)
-                .cast(DataType::Int64)
+            // No outcome yet (a running presentation): no label.
+            when(col(RESULT_COLUMN).is_null())
+                .then(lit(NULL).cast(DataType::Int64))
+                .otherwise(
+                    col(RESULT_COLUMN)
+                        .is_in(lit(at_risk).implode(false), false)
+                        .cast(DataType::Int64),
+                )
                 .alias(LABEL_COLUMN),
         ])
         .cross_join(weeks.lazy(), None)
+        // A finished presentation's last week; a running one's current week (nothing beyond
+        // the export's as-of day); week -1 (pre-start) always, for the running sums.
         .filter(
-            col("week").lt_eq((col("module_presentation_length") - lit(1i64)).floor_div(lit(7i64))),
+            col("week")
+                .lt_eq((col("module_presentation_length") - lit(1i64)).floor_div(lit(7i64)))
+                .and(col("week").lt_eq(col(LAST_WEEK_COLUMN)))
+                .or(col("week").eq(lit(-1i64))),
         );
 
     let grid = grid.with_columns([
@@ -468,6 +479,7 @@ pub fn build_features_by_presentation(
             daily_activity: this(&export.daily_activity)?,
             counts: Vec::new(),
             absent: export.absent.clone(),
+            terms: Vec::new(),
         };
         let features = build_features(&part, label)?;
         if features.height() > 0 {

@@ -8,7 +8,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use lodestar_domain::activity::KNOWN_ACTIVITY_TYPES;
-use lodestar_domain::{ActivityFamily, PresentationId, Table};
+use lodestar_domain::{
+    ActivityFamily, AsOfSource, AsOfWeek, PresentationId, PresentationTerm, Table, TermState,
+};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +60,8 @@ pub struct LoadedExport {
     /// studentInfo columns the source does not carry (`source.json` of a converted Moodle or
     /// xAPI export): left unchecked, and the features derived from them left out.
     pub absent: Vec<String>,
+    /// Each presentation (in `courses` order): running or finished, and as of which day.
+    pub terms: Vec<PresentationTerm>,
 }
 
 /// Where quarantined rows go: a CSV of `file,line,reason,record`.
@@ -241,13 +245,35 @@ fn check(
         .ctx(format!("typing {file}"))
 }
 
-/// Adds `__course` (present) and `__length` from the courses table.
+/// In `courses`: a running presentation's configured as-of day (null when none was given):
+/// records dated after it are refused.
+pub const AS_OF_COLUMN: &str = "as_of_day";
+/// In `courses`: the last week that has feature rows (a running presentation's current week,
+/// a finished one's last week; -1 when no week is complete yet).
+pub const LAST_WEEK_COLUMN: &str = "last_feature_week";
+
+/// A record dated after its running presentation's configured as-of day is from the future.
+fn future_rule(column: &str) -> Rule {
+    rule_with(
+        col(column).cast(DataType::Int64).gt(col("__as_of")),
+        vec![
+            lit(format!("{column} ")),
+            text(col(column)),
+            lit(" is after the export's as-of day "),
+            text(col("__as_of")),
+            lit(" for this running presentation (a record from the future)"),
+        ],
+    )
+}
+
+/// Adds `__course` (present), `__length` and `__as_of` from the courses table.
 fn with_course(frame: LazyFrame, courses: &DataFrame) -> LazyFrame {
     let right = courses.clone().lazy().select([
         col("code_module"),
         col("code_presentation"),
         lit(true).alias("__course"),
         col("module_presentation_length").alias("__length"),
+        col(AS_OF_COLUMN).alias("__as_of"),
     ]);
     frame.join(right, keys(), keys(), JoinArgs::new(JoinType::Left))
 }
@@ -337,6 +363,7 @@ fn window_rule(column: &str, window: DateWindow) -> Rule {
 pub fn load_export(
     dir: &Path,
     window: DateWindow,
+    as_of_day: Option<i32>,
     quarantine: &mut Quarantine,
     progress: &mut dyn FnMut(&str, u64),
 ) -> Result<LoadedExport, IngestError> {
@@ -344,9 +371,13 @@ pub fn load_export(
     for table in Table::ALL {
         locate(dir, table)?;
     }
-    let absent = crate::sources::read_source_report(dir)?
-        .map(|r| r.absent_student_columns)
+    let source = crate::sources::read_source_report(dir)?;
+    let absent = source
+        .as_ref()
+        .map(|r| r.absent_student_columns.clone())
         .unwrap_or_default();
+    // Calendar starts and configured as-of days of a converted Moodle or xAPI source.
+    let source_presentations = source.map(|r| r.presentations).unwrap_or_default();
     let carried = |column: &str| !absent.iter().any(|a| a == column);
     let mut counts = Vec::new();
     let q = quarantine;
@@ -382,6 +413,7 @@ pub fn load_export(
         col("code_module"),
         col("code_presentation"),
         col("module_presentation_length"),
+        lit(NULL).cast(DataType::Int64).alias(AS_OF_COLUMN),
     ])
     .with_row_index("presentation_index", None)
     .collect()
@@ -462,7 +494,23 @@ pub fn load_export(
     let (file, blocks, frame) = read_whole(dir, Table::StudentInfo)?;
     let mut rules = type_rules_except(Table::StudentInfo, &absent);
     rules.push(course_rule());
-    rules.push(one_of("final_result", &final_results()));
+    // An empty final_result is a student whose presentation is running: kept, not bad data.
+    let results = Series::new("results".into(), final_results().as_slice());
+    rules.push(rule_with(
+        col("final_result").neq(lit("")).and(
+            col("final_result")
+                .is_in(lit(results).implode(false), false)
+                .not(),
+        ),
+        vec![
+            lit("final_result \""),
+            col("final_result"),
+            lit(format!(
+                "\" is not one of {}, or empty while the presentation is running",
+                final_results().join(", ")
+            )),
+        ],
+    ));
     if carried("disability") {
         rules.push(one_of("disability", &["Y", "N"]));
     }
@@ -517,6 +565,22 @@ pub fn load_export(
     )
     .collect()
     .ctx("studentInfo")?;
+    // Which presentations are running, and the as-of day the institution gave for them.
+    let outcomes = outcome_counts(&courses, &students)?;
+    let configured: Vec<Option<i32>> = (0..courses.height())
+        .map(|i| {
+            let (name, running) = (&outcomes[i].0, outcomes[i].2 < outcomes[i].1);
+            let from_source = source_presentations
+                .iter()
+                .find(|p| p.presentation == *name)
+                .and_then(|p| p.as_of_day);
+            running.then_some(from_source.or(as_of_day)).flatten()
+        })
+        .collect();
+    let mut courses = courses;
+    courses
+        .with_column(Column::new(AS_OF_COLUMN.into(), configured.clone()))
+        .ctx("courses")?;
 
     // studentRegistration
     progress(Table::StudentRegistration.file_stem(), 0);
@@ -546,6 +610,7 @@ pub fn load_export(
         lit(100_000),
         "the presentation's dates",
     ));
+    rules.push(future_rule("date_unregistration"));
     let registrations = check(
         Table::StudentRegistration,
         &file,
@@ -601,6 +666,7 @@ pub fn load_export(
     ));
     rules.push(registered_rule());
     rules.push(window_rule("date_submitted", window));
+    rules.push(future_rule("date_submitted"));
     rules.push(outside(
         "is_banked",
         col("is_banked"),
@@ -656,6 +722,26 @@ pub fn load_export(
         progress,
     )?;
 
+    let terms = presentation_terms(
+        &courses,
+        &outcomes,
+        &configured,
+        &source_presentations,
+        &[
+            (&daily_activity, "date"),
+            (&submissions, "date_submitted"),
+            (&registrations, "date_unregistration"),
+        ],
+        &registrations,
+    )?;
+    let last_weeks: Vec<i64> = terms
+        .iter()
+        .map(|t| t.current_week.map_or(-1, |w| i64::from(w.0)))
+        .collect();
+    courses
+        .with_column(Column::new(LAST_WEEK_COLUMN.into(), last_weeks))
+        .ctx("courses")?;
+
     Ok(LoadedExport {
         courses,
         assessments,
@@ -666,7 +752,171 @@ pub fn load_export(
         daily_activity,
         counts,
         absent,
+        terms,
     })
+}
+
+/// Per presentation, in `courses` order: its name, students, and students with an outcome.
+fn outcome_counts(
+    courses: &DataFrame,
+    students: &DataFrame,
+) -> Result<Vec<(String, u64, u64)>, IngestError> {
+    let counted = courses
+        .clone()
+        .lazy()
+        .select([col("code_module"), col("code_presentation")])
+        .join(
+            students.clone().lazy().group_by(keys()).agg([
+                len().cast(DataType::UInt64).alias("__n"),
+                col("final_result")
+                    .is_not_null()
+                    .cast(DataType::UInt64)
+                    .sum()
+                    .alias("__known"),
+            ]),
+            keys(),
+            keys(),
+            JoinArgs {
+                maintain_order: MaintainOrderJoin::Left,
+                ..JoinArgs::new(JoinType::Left)
+            },
+        )
+        .collect()
+        .ctx("counting outcomes")?;
+    let text = |c: &str| -> Result<Vec<String>, IngestError> {
+        Ok(counted
+            .column(c)
+            .ctx("counting outcomes")?
+            .str()
+            .ctx("counting outcomes")?
+            .iter()
+            .map(|v| v.unwrap_or("").to_owned())
+            .collect())
+    };
+    let number = |c: &str| -> Result<Vec<u64>, IngestError> {
+        Ok(counted
+            .column(c)
+            .ctx("counting outcomes")?
+            .u64()
+            .ctx("counting outcomes")?
+            .iter()
+            .map(|v| v.unwrap_or(0))
+            .collect())
+    };
+    let (modules, codes) = (text("code_module")?, text("code_presentation")?);
+    let (n, known) = (number("__n")?, number("__known")?);
+    Ok((0..counted.height())
+        .map(|i| (format!("{}-{}", modules[i], codes[i]), n[i], known[i]))
+        .collect())
+}
+
+/// The latest value of `column` per presentation index (among non-null values).
+fn latest_by_presentation(
+    frame: &DataFrame,
+    column: &str,
+) -> Result<std::collections::HashMap<u64, i64>, IngestError> {
+    let latest = frame
+        .clone()
+        .lazy()
+        .filter(col(column).is_not_null())
+        .group_by([col("presentation_index").cast(DataType::UInt64)])
+        .agg([col(column).cast(DataType::Int64).max().alias("__latest")])
+        .collect()
+        .ctx("latest records")?;
+    let index = latest
+        .column("presentation_index")
+        .ctx("latest records")?
+        .u64()
+        .ctx("latest records")?
+        .clone();
+    let day = latest
+        .column("__latest")
+        .ctx("latest records")?
+        .i64()
+        .ctx("latest records")?
+        .clone();
+    Ok(index
+        .iter()
+        .zip(day.iter())
+        .filter_map(|(i, d)| Some((i?, d?)))
+        .collect())
+}
+
+/// Each presentation's term: finished when every student has an outcome; running otherwise,
+/// as of the configured day, else the latest day with a recorded click, submission or
+/// unregistration, else the latest registration.
+fn presentation_terms(
+    courses: &DataFrame,
+    outcomes: &[(String, u64, u64)],
+    configured: &[Option<i32>],
+    source: &[crate::sources::SourcePresentation],
+    records: &[(&DataFrame, &str)],
+    registrations: &DataFrame,
+) -> Result<Vec<PresentationTerm>, IngestError> {
+    let lengths: Vec<i64> = courses
+        .column("module_presentation_length")
+        .ctx("course lengths")?
+        .cast(&DataType::Int64)
+        .ctx("course lengths")?
+        .i64()
+        .ctx("course lengths")?
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect();
+    let mut latest_record: std::collections::HashMap<u64, i64> = Default::default();
+    for (frame, column) in records {
+        for (p, d) in latest_by_presentation(frame, column)? {
+            let e = latest_record.entry(p).or_insert(d);
+            *e = (*e).max(d);
+        }
+    }
+    let latest_registration = latest_by_presentation(registrations, "date_registration")?;
+    Ok(outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, (name, students, known))| {
+            let length_days = u16::try_from(lengths[i].clamp(0, i64::from(u16::MAX))).unwrap_or(0);
+            let last = AsOfWeek::last_of(length_days);
+            let start_date = source
+                .iter()
+                .find(|p| p.presentation == *name)
+                .map(|p| p.start_date.clone());
+            let running = known < students;
+            let (state, as_of_day, as_of_source) = if !running {
+                (
+                    TermState::Finished,
+                    i32::from(length_days) - 1,
+                    AsOfSource::Finished,
+                )
+            } else if let Some(day) = configured[i] {
+                (TermState::Running, day, AsOfSource::Configured)
+            } else if let Some(day) = latest_record.get(&(i as u64)) {
+                (TermState::Running, *day as i32, AsOfSource::LatestActivity)
+            } else {
+                let day = latest_registration.get(&(i as u64)).copied().unwrap_or(-1);
+                (
+                    TermState::Running,
+                    day as i32,
+                    AsOfSource::LatestRegistration,
+                )
+            };
+            let current_week = match state {
+                TermState::Finished => Some(last),
+                TermState::Running => AsOfWeek::completed_by(as_of_day).map(|w| w.min(last)),
+            };
+            PresentationTerm {
+                presentation: name.clone(),
+                state,
+                length_days,
+                start_date,
+                as_of_day,
+                as_of_source,
+                current_week,
+                students: *students,
+                outcomes_known: *known,
+            }
+        })
+        .collect())
 }
 
 /// The activity family of each VLE row, from its `activity_type`.
@@ -749,6 +999,7 @@ fn load_clicks(
                 .cast(DataType::Int64)
                 .alias("__pres"),
             col("module_presentation_length").alias("__length"),
+            col(AS_OF_COLUMN).alias("__as_of"),
             family_code.alias("__family"),
         ])
         .collect()
@@ -804,6 +1055,7 @@ fn load_clicks(
         "",
     ));
     fast.push(window_rule("date", window));
+    fast.push(future_rule("date"));
     fast.push(clicks_range());
     // Registration is checked on the daily totals first (a third of the rows); only a block with
     // an unregistered student is checked row by row.
@@ -833,6 +1085,7 @@ fn load_clicks(
     reasons.push(registered_rule());
     reasons.push(student_range);
     reasons.push(window_rule("date", window));
+    reasons.push(future_rule("date"));
     reasons.push(clicks_range());
     let reason = reason_of(&reasons);
     let canonical: Vec<Expr> = Table::StudentVle

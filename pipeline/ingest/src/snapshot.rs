@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use lodestar_domain::{FeatureSchema, LabelRule, Table};
+use lodestar_domain::{FeatureSchema, LabelRule, PresentationTerm, Table};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
@@ -24,7 +24,7 @@ use crate::validate::DateWindow;
 
 /// Version of the feature code: bump whenever a feature is computed differently, so snapshots
 /// made by older code are not reused.
-pub const FEATURE_CODE_VERSION: u32 = 1;
+pub const FEATURE_CODE_VERSION: u32 = 2;
 
 /// File names inside a snapshot folder.
 pub const FEATURES_FILE: &str = "features.parquet";
@@ -42,6 +42,11 @@ pub struct IngestOptions {
     pub window: DateWindow,
     /// Which final results are "at risk".
     pub label: LabelRule,
+    /// The as-of day of every running presentation (`--as-of-day`, OULAD-schema day numbers):
+    /// records dated after it are refused. None: a converted source's configured as-of, else
+    /// each running presentation's latest recorded day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of_day: Option<i32>,
 }
 
 /// One input file.
@@ -101,6 +106,10 @@ pub struct Manifest {
     pub student_presentations: u64,
     /// Presentations, as `MODULE-PRESENTATION`.
     pub presentations: Vec<String>,
+    /// Each presentation running or finished, as of which day and where that day came from,
+    /// and its current week.
+    #[serde(default)]
+    pub terms: Vec<PresentationTerm>,
     /// Column descriptions.
     pub columns: SnapshotColumns,
     /// Seconds per step.
@@ -331,7 +340,13 @@ fn build(
         clock = Instant::now();
     };
     let mut quarantine = Quarantine::create(&staging.join(QUARANTINE_FILE))?;
-    let export = load_export(export_dir, options.window, &mut quarantine, progress)?;
+    let export = load_export(
+        export_dir,
+        options.window,
+        options.as_of_day,
+        &mut quarantine,
+        progress,
+    )?;
     quarantine.finish()?;
     lap("read and validate", &mut timings);
 
@@ -380,6 +395,7 @@ fn build(
         feature_rows,
         student_presentations,
         presentations,
+        terms: export.terms.clone(),
         columns: SnapshotColumns {
             keys: KEY_COLUMNS.iter().map(|s| (*s).to_owned()).collect(),
             active: ACTIVE_COLUMN.to_owned(),

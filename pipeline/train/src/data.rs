@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use lodestar_domain::features::ProtectedAttribute;
-use lodestar_domain::{FeatureKind, FeatureSchema};
+use lodestar_domain::{FeatureKind, FeatureSchema, PresentationTerm};
 use lodestar_ingest::features::{ACTIVE_COLUMN, LABEL_COLUMN};
 use lodestar_ingest::snapshot::{FEATURES_FILE, read_manifest};
 use lodestar_model::encode::Cell;
@@ -48,6 +48,9 @@ pub struct Snapshot {
     pub label: Vec<Option<bool>>,
     /// Protected groups per row, by attribute, as readable labels.
     pub groups: Vec<(ProtectedAttribute, Vec<String>)>,
+    /// Each presentation's term as the manifest records it (running or finished, as of which
+    /// day); empty for a frame read without its manifest.
+    pub terms: Vec<PresentationTerm>,
 }
 
 impl Snapshot {
@@ -72,7 +75,32 @@ impl Snapshot {
         let df = ParquetReader::new(file)
             .finish()
             .map_err(|e| TrainError::Snapshot(format!("{}: {e}", path.display())))?;
-        Self::from_frame(&df, manifest.snapshot_id, dir.to_path_buf())
+        let mut s = Self::from_frame(&df, manifest.snapshot_id, dir.to_path_buf())?;
+        s.terms = manifest.terms;
+        Ok(s)
+    }
+
+    /// The term of presentation index `p`, when the manifest records it.
+    pub fn term(&self, p: u32) -> Option<&PresentationTerm> {
+        let name = self.presentations.get(p as usize)?;
+        self.terms.iter().find(|t| t.presentation == *name)
+    }
+
+    /// Whether presentation index `p` is running (some student has no outcome yet): never
+    /// trained or evaluated on, scored at its current week.
+    pub fn is_running(&self, p: u32) -> bool {
+        self.term(p).is_some_and(PresentationTerm::is_running)
+    }
+
+    /// Indexes of the running presentations, in name order (presentations with no feature row
+    /// yet, before their first complete week, are not among them).
+    pub fn running_presentations(&self) -> Vec<u32> {
+        let mut running: Vec<u32> = (0..self.presentations.len() as u32)
+            .filter(|p| self.is_running(*p))
+            .collect();
+        running
+            .sort_by(|a, b| self.presentations[*a as usize].cmp(&self.presentations[*b as usize]));
+        running
     }
 
     /// Builds from a feature frame as ingest writes it.
@@ -155,6 +183,7 @@ impl Snapshot {
             active,
             label,
             groups,
+            terms: Vec::new(),
         })
     }
 

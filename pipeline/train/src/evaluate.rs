@@ -665,6 +665,12 @@ fn report_for(
         ),
         ..EvaluationReport::default()
     };
+    if report.test_presentations.is_empty() && !report.protocol.is_empty() {
+        report.notes.push(
+            "Not evaluated: no finished presentation is later than the training ones, so there is no later term to test on. The report fills in once a later presentation finishes; until then the gate has no evidence to promote on.".into(),
+        );
+        return report;
+    }
     for &week in weeks {
         let rows: Vec<usize> = test_rows
             .iter()
@@ -737,8 +743,11 @@ struct Split {
 fn split(s: &Snapshot, protocol: &Protocol, o: &TrainOptions) -> Result<Split, TrainError> {
     let (rows, test_rows, description, train_names, test_names, random) = match protocol {
         Protocol::Temporal { train, test } => {
-            let tr = s.select_presentations(train)?;
-            let te = s.select_presentations(test)?;
+            // Running presentations have no outcomes yet: never trained or tested on.
+            let mut tr = s.select_presentations(train)?;
+            tr.retain(|p| !s.is_running(*p));
+            let mut te = s.select_presentations(test)?;
+            te.retain(|p| !s.is_running(*p));
             if let Some(p) = tr.iter().find(|p| te.contains(p)) {
                 return Err(TrainError::Config(format!(
                     "{} is both a training and a test presentation",
@@ -750,11 +759,18 @@ fn split(s: &Snapshot, protocol: &Protocol, o: &TrainOptions) -> Result<Split, T
                 .filter(|r| te.contains(&s.presentation[*r]) && usable(s, *r, None))
                 .collect();
             let (trn, ten) = (s.names(&tr), s.names(&te));
-            let d = format!(
-                "temporal: trained on {}, tested on {}",
-                trn.join(", "),
-                ten.join(", ")
-            );
+            let d = if ten.is_empty() {
+                format!(
+                    "temporal: trained on {}; not tested (no finished presentation is later than the training ones)",
+                    trn.join(", ")
+                )
+            } else {
+                format!(
+                    "temporal: trained on {}, tested on {}",
+                    trn.join(", "),
+                    ten.join(", ")
+                )
+            };
             (rows, test_rows, d, trn, ten, false)
         }
         Protocol::Random {
@@ -820,22 +836,34 @@ impl Protocol {
         train: &[String],
         test: &[String],
     ) -> Result<Protocol, TrainError> {
+        // Only finished presentations train and test: a running one has no outcomes yet.
         let mut codes: Vec<&str> = s
             .presentations
             .iter()
-            .map(|p| p.split_once('-').map_or(p.as_str(), |(_, c)| c))
+            .enumerate()
+            .filter(|(i, _)| !s.is_running(*i as u32))
+            .map(|(_, p)| p.split_once('-').map_or(p.as_str(), |(_, c)| c))
             .collect();
         codes.sort_unstable();
         codes.dedup();
+        if codes.is_empty() {
+            return Err(TrainError::Config(format!(
+                "no finished presentation to train on: every presentation of snapshot {} is running ({})",
+                s.id,
+                s.presentations.join(", ")
+            )));
+        }
         let test: Vec<String> = if test.is_empty() {
             match codes.last() {
                 Some(c) if codes.len() >= 2 => vec![(*c).to_owned()],
-                _ => {
-                    return Err(TrainError::Config(format!(
-                        "the snapshot has one presentation code only ({}); name the training and test presentations, or use a random split",
-                        codes.join(", ")
-                    )));
+                // One finished presentation code: train on it; the report says it is untested.
+                _ if train.is_empty() => {
+                    return Ok(Protocol::Temporal {
+                        train: codes.iter().map(|c| (*c).to_owned()).collect(),
+                        test: Vec::new(),
+                    });
                 }
+                _ => Vec::new(),
             }
         } else {
             test.to_vec()

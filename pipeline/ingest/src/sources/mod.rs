@@ -5,10 +5,17 @@
 //! [`convert`] reads a source configuration (TOML, paths relative to it) and writes an
 //! OULAD-schema export folder that the ordinary loader, validation and feature engine take: the
 //! seven canonical CSVs, `source.json` (what each source file held: read = converted + ignored +
-//! quarantined, with the reasons) and `source_quarantine.csv` (file, line, reason, record). Student
-//! attributes a source cannot supply (gender, region, education, ...) are written empty and named
-//! in `source.json`; the loader leaves them unchecked and the features derived from them are
-//! absent from the snapshot's schema, never filled with made-up values.
+//! quarantined, with the reasons; each presentation's calendar start and as-of day) and
+//! `source_quarantine.csv` (file, line, reason, record). Student attributes a source cannot supply
+//! (gender, region, education, ...) are written empty and named in `source.json`; the loader
+//! leaves them unchecked and the features derived from them are absent from the snapshot's
+//! schema, never filled with made-up values.
+//!
+//! A running presentation is the ordinary case: a student with no outcome yet (a blank course
+//! total, no outcome row, a blank result) is written with an empty `final_result` and kept,
+//! registered, with their activity. The export's as-of date (`as_of` in the configuration, or
+//! [`convert_as_of`]'s argument from `--as-of`) is the day the records stop: a log event,
+//! submission, statement or withdrawal dated after it is refused into the source quarantine.
 
 pub mod moodle;
 pub mod time;
@@ -78,6 +85,11 @@ pub struct SourceConfig {
     /// How numeric log dates read (`dmy` or `mdy`); needed only when a file cannot tell.
     #[serde(default)]
     pub date_order: Option<DateOrder>,
+    /// The export's as-of date (a TOML date or a `YYYY-MM-DD` string): records dated after it
+    /// are refused, and a presentation that has not ended by it is running (its gradebook's
+    /// course total is a running total, not a final result). `--as-of` overrides it.
+    #[serde(default, deserialize_with = "optional_date")]
+    pub as_of: Option<NaiveDate>,
     /// The institution's mapping to student ids: a CSV with a header `key,id_student`, where key
     /// is a full name, an e-mail address, an xAPI mbox (`mailto:…`) or account name.
     #[serde(default)]
@@ -116,8 +128,10 @@ pub struct PresentationSource {
     #[serde(default)]
     pub course: Option<String>,
     /// The student record system's outcomes: CSV `id_student,course,result` (result Pass,
-    /// Fail, Withdrawn or Distinction; course `MODULE-PRESENTATION` or blank), optional
-    /// `withdrawn_on` (date).
+    /// Fail, Withdrawn or Distinction, or blank for a student still in progress; course
+    /// `MODULE-PRESENTATION` or blank), optional `withdrawn_on` (date). A student with no row is
+    /// in progress (empty `final_result`), never set aside. Optional for xAPI: without it every
+    /// student is in progress (a term under way).
     #[serde(default)]
     pub outcomes: Option<PathBuf>,
     /// Moodle: the final result from a gradebook column instead.
@@ -128,13 +142,16 @@ pub struct PresentationSource {
     pub assessments: Vec<AssessmentSource>,
 }
 
-/// A final result derived from a gradebook column.
+/// A final result derived from a gradebook column. Only a number is a result: a blank cell
+/// (empty or `-`) is a student with no outcome yet (empty `final_result`), a cell that is not a
+/// number is quarantined (and the student kept, in progress). While the presentation has not
+/// ended by the export's as-of date, the column is a running total and gives no result at all.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResultRule {
     /// Gradebook column, e.g. `Course total (Real)`.
     pub column: String,
-    /// At or above: Pass; below or empty: Fail.
+    /// At or above: Pass; a number below: Fail; blank: in progress (empty).
     pub pass_mark: f64,
     /// At or above: Distinction.
     #[serde(default)]
@@ -178,6 +195,17 @@ fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
     };
     NaiveDate::parse_from_str(&text, "%Y-%m-%d")
         .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a date (YYYY-MM-DD): {e}")))
+}
+
+/// An optional date in the forms [`date`] takes (absent: `None`, with `#[serde(default)]`).
+fn optional_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+    date(d).map(Some)
+}
+
+/// The reason a record dated `date` is refused, when it lies after the export's as-of date.
+pub(crate) fn after_as_of(date: NaiveDate, as_of: Option<NaiveDate>) -> Option<String> {
+    let as_of = as_of?;
+    (date > as_of).then(|| format!("dated {date}, after the export's as-of date {as_of}"))
 }
 
 fn hundred() -> f64 {
@@ -230,6 +258,25 @@ pub struct SourceReport {
     /// studentInfo columns the source does not carry: written empty, left unchecked, and the
     /// features derived from them absent from the snapshot.
     pub absent_student_columns: Vec<String>,
+    /// The export's as-of date (`YYYY-MM-DD`) when given (`--as-of` or `as_of`).
+    #[serde(default)]
+    pub as_of: Option<String>,
+    /// One per configured presentation: its calendar start and as-of day.
+    #[serde(default)]
+    pub presentations: Vec<SourcePresentation>,
+}
+
+/// A presentation of a converted source as the loader needs it: day 0's calendar date, and the
+/// as-of day when the institution gave an as-of date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePresentation {
+    /// `MODULE-PRESENTATION`.
+    pub presentation: String,
+    /// Day 0 (`YYYY-MM-DD`).
+    pub start_date: String,
+    /// The day number of the as-of date relative to `start_date` (day 0), when given; it may lie
+    /// past the presentation's last day (a finished term) or before day 0 (not started).
+    pub as_of_day: Option<i32>,
 }
 
 /// Reads `source.json` of an export folder; `None` for a plain OULAD-schema export.
@@ -501,10 +548,13 @@ pub(crate) fn record_text(record: &csv::StringRecord) -> String {
     record.iter().collect::<Vec<_>>().join(",")
 }
 
-/// Outcomes from the student record system: id → (result, withdrawal date).
+/// Outcomes from the student record system: id → (result, withdrawal date); the result is empty
+/// for a student whose row leaves it blank (in progress). A withdrawal dated after the export's
+/// as-of date is refused with its row.
 pub(crate) fn read_outcomes(
     path: &Path,
     p: &PresentationSource,
+    as_of: Option<NaiveDate>,
     count: &mut SourceCount,
     q: &mut SourceQuarantine,
 ) -> Result<BTreeMap<i64, (String, Option<NaiveDate>)>, IngestError> {
@@ -538,7 +588,8 @@ pub(crate) fn read_outcomes(
             continue;
         };
         let r = record.get(result).unwrap_or("").trim();
-        let Some(canonical) = ["Pass", "Fail", "Withdrawn", "Distinction"]
+        // Blank: no outcome yet (the student is in progress).
+        let Some(canonical) = ["Pass", "Fail", "Withdrawn", "Distinction", ""]
             .into_iter()
             .find(|w| w.eq_ignore_ascii_case(r))
         else {
@@ -567,6 +618,15 @@ pub(crate) fn read_outcomes(
             )?;
             continue;
         };
+        if let Some(reason) = date.and_then(|d| after_as_of(d, as_of)) {
+            q.put(
+                count,
+                line,
+                &format!("withdrawn_on {reason}"),
+                &record_text(&record),
+            )?;
+            continue;
+        }
         if out.insert(student, (canonical.to_owned(), date)).is_some() {
             q.put(
                 count,
@@ -686,7 +746,7 @@ pub fn source_format(config: &Path) -> Result<SourceFormat, IngestError> {
         .map_err(|e| IngestError::Source(format!("{}: {e}", config.display())))
 }
 
-/// What [`convert`] wrote.
+/// What [`convert`] and [`convert_as_of`] wrote.
 #[derive(Debug, Clone)]
 pub struct Converted {
     /// The export folder (canonical CSVs, `source.json`, `source_quarantine.csv`).
@@ -699,11 +759,24 @@ pub struct Converted {
 
 /// Reads the source configuration at `config` and writes its canonical export into `out`
 /// (created; replaced as a whole, never left half-written: the tables go to a sibling folder
-/// renamed into place when complete).
+/// renamed into place when complete), as of the configuration's `as_of` date if it has one.
 pub fn convert(config: &Path, out: &Path) -> Result<Converted, IngestError> {
+    convert_as_of(config, out, None)
+}
+
+/// [`convert`], with the export's as-of date given (`--as-of`): it wins over the
+/// configuration's `as_of`; `None` leaves the configuration's.
+pub fn convert_as_of(
+    config: &Path,
+    out: &Path,
+    as_of: Option<NaiveDate>,
+) -> Result<Converted, IngestError> {
     let text = fs::read_to_string(config).map_err(|e| IngestError::io(config, e))?;
-    let cfg: SourceConfig = toml::from_str(&text)
+    let mut cfg: SourceConfig = toml::from_str(&text)
         .map_err(|e| IngestError::Source(format!("{}: {e}", config.display())))?;
+    if as_of.is_some() {
+        cfg.as_of = as_of;
+    }
     let base = config.parent().unwrap_or(Path::new("."));
     validate_config(&cfg, config)?;
     let partial = out.with_extension("partial");
@@ -767,6 +840,16 @@ fn write_partial(
             .iter()
             .map(|s| (*s).to_owned())
             .collect(),
+        as_of: cfg.as_of.map(|d| d.format("%Y-%m-%d").to_string()),
+        presentations: cfg
+            .presentations
+            .iter()
+            .map(|p| SourcePresentation {
+                presentation: key_of(p),
+                start_date: p.start.format("%Y-%m-%d").to_string(),
+                as_of_day: cfg.as_of.map(|d| day_of(p, d)),
+            })
+            .collect(),
     };
     debug_assert!(report.files.iter().all(SourceCount::balanced));
     let json =
@@ -822,9 +905,9 @@ fn validate_config(cfg: &SourceConfig, path: &Path) -> Result<(), IngestError> {
                 }
             }
             SourceFormat::Xapi => {
-                if p.statements.is_none() || p.course.is_none() || p.outcomes.is_none() {
+                if p.statements.is_none() || p.course.is_none() {
                     return bad(format!(
-                        "{key}: an xAPI presentation needs statements, course and outcomes"
+                        "{key}: an xAPI presentation needs statements and course (outcomes when known)"
                     ));
                 }
             }

@@ -7,17 +7,23 @@
 //! the component says the activity type (and so its family). A submission event dates an
 //! assignment or quiz attempt; the gradebook gives its score. Students are identified by the
 //! gradebook's `ID number`, or by the institution's mapping of names or e-mail addresses to ids.
+//!
+//! Every gradebook student is registered. Their final result comes from the outcomes CSV or the
+//! course total (only a number is a result); a student with neither is in progress: an empty
+//! `final_result`, kept with their activity. Events dated after the export's as-of date are
+//! refused, and with them the submissions they would date.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use chrono::NaiveDate;
 use lodestar_domain::Table;
 
 use super::time::{Parsed, decide_order, parse_moodle_time, resolve};
 use super::{
-    Canonical, PresentationSource, SourceConfig, SourceCount, SourceQuarantine, StudentMap, day_of,
-    find, header_error, open_csv, presentations, read_outcomes, read_records, record_text,
-    student_rows, width_reason,
+    Canonical, PresentationSource, ResultRule, SourceConfig, SourceCount, SourceQuarantine,
+    StudentMap, after_as_of, day_of, find, header_error, open_csv, presentations, read_outcomes,
+    read_records, record_text, student_rows, width_reason,
 };
 use crate::IngestError;
 
@@ -201,6 +207,19 @@ fn grade(cell: &str, max: f64) -> Result<Option<f64>, String> {
     Ok(Some(v / max * 100.0))
 }
 
+/// A final result from a course-total cell: `Ok(None)` for a blank cell (no outcome yet).
+fn result_of(rule: &ResultRule, cell: &str) -> Result<Option<&'static str>, String> {
+    Ok(grade(cell, 100.0)?.map(|v| {
+        if rule.distinction_mark.is_some_and(|d| v >= d) {
+            "Distinction"
+        } else if v >= rule.pass_mark {
+            "Pass"
+        } else {
+            "Fail"
+        }
+    }))
+}
+
 struct LogRow {
     line: u64,
     record: csv::StringRecord,
@@ -216,7 +235,10 @@ pub(crate) fn convert(
     q: &mut SourceQuarantine,
 ) -> Result<Vec<SourceCount>, IngestError> {
     let mut counts = Vec::new();
+    let as_of = cfg.as_of;
     for (p, first_assessment) in presentations(cfg, c) {
+        // Before the presentation's end the course total is a running total, not a result.
+        let totals_final = as_of.is_none_or(|d| day_of(p, d) >= i32::from(p.length_days));
         let rel = |f: &Option<std::path::PathBuf>| f.clone().unwrap_or_default();
         let (gb_rel, log_rel) = (rel(&p.gradebook), rel(&p.log));
         let gb_path = base.join(&gb_rel);
@@ -225,7 +247,7 @@ pub(crate) fn convert(
         let outcomes = match &p.outcomes {
             Some(f) => {
                 let mut oc = SourceCount::new(&f.display().to_string());
-                let o = read_outcomes(&base.join(f), p, &mut oc, q)?;
+                let o = read_outcomes(&base.join(f), p, as_of, &mut oc, q)?;
                 counts.push(oc);
                 Some(o)
             }
@@ -279,6 +301,8 @@ pub(crate) fn convert(
         let order = decide_order(&parsed, cfg.date_order, &log_path.display().to_string())
             .map_err(IngestError::Source)?;
         let mut submitted: BTreeMap<(i64, String), i32> = BTreeMap::new();
+        // Submissions refused for lying after the as-of date: (student, activity) → first date.
+        let mut submitted_later: BTreeMap<(i64, String), NaiveDate> = BTreeMap::new();
         for row in rows {
             let r = &row.record;
             let name = r[user_c].trim().to_lowercase();
@@ -320,16 +344,26 @@ pub(crate) fn convert(
                     continue;
                 }
             };
-            let day = day_of(p, date);
             let context = r[context_c].trim().to_owned();
             let event = r[event_c].trim();
+            let submission = SUBMISSION_EVENTS
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(event));
+            if let Some(reason) = after_as_of(date, as_of) {
+                if submission {
+                    submitted_later
+                        .entry((student, context))
+                        .and_modify(|d| *d = (*d).min(date))
+                        .or_insert(date);
+                }
+                q.put(&mut log_count, row.line, &reason, &record_text(r))?;
+                continue;
+            }
+            let day = day_of(p, date);
             let kind = activity_type(&r[component_c], event, &cfg.activity_types);
             let site = c.site(p, &context, &kind);
             c.click(p, student, site, day);
-            if SUBMISSION_EVENTS
-                .iter()
-                .any(|e| e.eq_ignore_ascii_case(event))
-            {
+            if submission {
                 submitted
                     .entry((student, context))
                     .and_modify(|d| *d = (*d).min(day))
@@ -360,12 +394,18 @@ pub(crate) fn convert(
                     }
                 };
                 let Some(day) = day else {
-                    q.put(
-                        &mut grades,
-                        *line,
-                        &format!("{}: graded, but the log holds no submission of {activity:?} by student {student}", a.item),
-                        cell,
-                    )?;
+                    let reason = match submitted_later.get(&(*student, activity.clone())) {
+                        Some(d) => format!(
+                            "{}: graded, but the submission of {activity:?} by student {student} is {}",
+                            a.item,
+                            after_as_of(*d, as_of).unwrap_or_default()
+                        ),
+                        None => format!(
+                            "{}: graded, but the log holds no submission of {activity:?} by student {student}",
+                            a.item
+                        ),
+                    };
+                    q.put(&mut grades, *line, &reason, cell)?;
                     continue;
                 };
                 c.push(
@@ -380,38 +420,36 @@ pub(crate) fn convert(
                 );
                 grades.converted += 1;
             }
-            let from_grade = p
-                .result
-                .as_ref()
-                .zip(result_cell.as_ref())
-                .map(|(rule, cell)| match grade(cell, 100.0).ok().flatten() {
-                    Some(v) if rule.distinction_mark.is_some_and(|d| v >= d) => "Distinction",
-                    Some(v) if v >= rule.pass_mark => "Pass",
-                    _ => "Fail",
-                });
-            if let Some(r) = from_grade {
-                students.insert(*student, r.to_owned());
+            // Every gradebook student is registered; with no result yet, in progress (empty).
+            let mut result = String::new();
+            if let (Some(rule), Some(cell)) = (&p.result, result_cell)
+                && !(cell.is_empty() || cell == "-")
+            {
+                grades.read += 1;
+                match result_of(rule, cell) {
+                    Err(e) => q.put(&mut grades, *line, &format!("{}: {e}", rule.column), cell)?,
+                    Ok(_) if !totals_final => grades.ignore(
+                        "a course total before the presentation ends (a running total, not a final result)",
+                    ),
+                    Ok(r) => {
+                        result = r.unwrap_or_default().to_owned();
+                        grades.converted += 1;
+                    }
+                }
             }
+            students.insert(*student, result);
         }
         // The student record system's outcomes, when given, decide (and add students who left
-        // the course before the gradebook was exported).
+        // the course before the gradebook was exported); a blank result there leaves the
+        // gradebook's.
         let mut withdrawn = BTreeMap::new();
         for (student, (result, on)) in outcomes.into_iter().flatten() {
-            students.insert(student, result);
+            let known = students.entry(student).or_default();
+            if !result.is_empty() {
+                *known = result;
+            }
             if let Some(d) = on {
                 withdrawn.insert(student, day_of(p, d));
-            }
-        }
-        for (id, line, _, _) in &book.students {
-            if !students.contains_key(id) {
-                // Nothing says how this student finished: their row is set aside, named.
-                gb_count.converted -= 1;
-                q.put(
-                    &mut gb_count,
-                    *line,
-                    &format!("student {id} has no final result in the outcomes"),
-                    "",
-                )?;
             }
         }
         for (id, result) in &students {

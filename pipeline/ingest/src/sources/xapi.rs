@@ -5,6 +5,11 @@
 //! fails, scores or submits a configured assessment dates that submission, and its result
 //! (`score.scaled`, or `raw` of `max`) scores it. Voided statements (verb `voided`, object a
 //! `StatementRef`) are removed before anything is counted as learning.
+//!
+//! Every student with a statement in the course, and every student of the outcomes CSV, is
+//! registered; one without an outcome row (or with a blank result) is in progress: an empty
+//! `final_result`, kept with their activity. Statements dated after the export's as-of date are
+//! refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -14,8 +19,8 @@ use serde_json::Value;
 
 use super::time::parse_xapi_timestamp;
 use super::{
-    Canonical, SourceConfig, SourceCount, SourceQuarantine, StudentMap, day_of, presentations,
-    read_outcomes, student_rows,
+    Canonical, SourceConfig, SourceCount, SourceQuarantine, StudentMap, after_as_of, day_of,
+    presentations, read_outcomes, student_rows,
 };
 use crate::IngestError;
 
@@ -152,6 +157,8 @@ pub(crate) fn convert(
             .collect();
         // (student, assessment index) → (first day, best score)
         let mut submitted: BTreeMap<(i64, usize), (i32, Option<f64>)> = BTreeMap::new();
+        // Students with a statement in the course, registered whether or not it converts.
+        let mut seen = BTreeSet::new();
         for (line, s) in &all {
             let record = s.to_string();
             if s["verb"]["id"].as_str() == Some(VOIDED) {
@@ -193,6 +200,7 @@ pub(crate) fn convert(
                 }
                 continue;
             };
+            seen.insert(student);
             let Some(date) = s["timestamp"].as_str().and_then(parse_xapi_timestamp) else {
                 q.put(
                     &mut count,
@@ -202,6 +210,10 @@ pub(crate) fn convert(
                 )?;
                 continue;
             };
+            if let Some(reason) = after_as_of(date, cfg.as_of) {
+                q.put(&mut count, *line, &reason, &record)?;
+                continue;
+            }
             let Some(object) = s["object"]["id"].as_str() else {
                 q.put(&mut count, *line, "statement without an object id", &record)?;
                 continue;
@@ -244,13 +256,20 @@ pub(crate) fn convert(
                 ],
             );
         }
-        let outcomes_rel = p.outcomes.clone().unwrap_or_default();
-        let mut oc = SourceCount::new(&outcomes_rel.display().to_string());
-        let outcomes = read_outcomes(&base.join(&outcomes_rel), p, &mut oc, q)?;
+        let mut outcomes = BTreeMap::new();
+        counts.push(count);
+        if let Some(rel) = &p.outcomes {
+            let mut oc = SourceCount::new(&rel.display().to_string());
+            outcomes = read_outcomes(&base.join(rel), p, cfg.as_of, &mut oc, q)?;
+            counts.push(oc);
+        }
+        // Students of the statements with no outcome row are in progress.
+        for student in seen {
+            outcomes.entry(student).or_insert((String::new(), None));
+        }
         for (student, (result, on)) in &outcomes {
             student_rows(c, p, *student, result, on.map(|d| day_of(p, d)));
         }
-        counts.extend([count, oc]);
     }
     Ok(counts)
 }

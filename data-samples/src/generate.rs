@@ -29,6 +29,11 @@ pub struct GeneratorConfig {
     pub seed: u64,
     /// Write `studentVle.csv.gz` (as the genuine export ships it) instead of `studentVle.csv`.
     pub gzip_clicks: bool,
+    /// Write the presentations with the latest presentation code as running on this day: no
+    /// outcome, and no click, submission or unregistration dated after it (`None`: every
+    /// presentation finished). The rows kept are exactly those [`crate::cut_running`] keeps when
+    /// it cuts the finished export of the same seed on this day.
+    pub running_day: Option<i32>,
 }
 
 impl Default for GeneratorConfig {
@@ -38,6 +43,7 @@ impl Default for GeneratorConfig {
             presentations: 4,
             seed: 42,
             gzip_clicks: false,
+            running_day: None,
         }
     }
 }
@@ -176,6 +182,10 @@ fn write_all(
     let plans: Vec<PresentationPlan> = (0..config.presentations)
         .map(|p| PresentationPlan::new(config.seed, p))
         .collect();
+    // The running presentations: those with the latest presentation code.
+    let latest = plans.iter().map(PresentationPlan::code).max();
+    let as_of =
+        |plan: &PresentationPlan| config.running_day.filter(|_| Some(plan.code()) == latest);
     for plan in &plans {
         plan.write_course(courses).map_err(io_err(out))?;
         plan.write_assessments(assessments).map_err(io_err(out))?;
@@ -197,7 +207,7 @@ fn write_all(
                 submissions: &mut *submissions,
                 clicks: &mut *clicks,
             };
-            student::simulate(plan, id, &mut rng, &mut sinks).map_err(io_err(out))?;
+            student::simulate(plan, as_of(plan), id, &mut rng, &mut sinks).map_err(io_err(out))?;
             done += 1;
             if done.is_multiple_of(256) {
                 progress(Progress {

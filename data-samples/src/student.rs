@@ -14,8 +14,8 @@
 
 use std::io;
 
-use lodestar_domain::ActivityFamily;
 use lodestar_domain::tables::{AssessmentKind, FinalResult, IMD_BANDS};
+use lodestar_domain::{ActivityFamily, PresentationCode};
 use rand::distr::Distribution;
 use rand::distr::weighted::WeightedIndex;
 use rand::{Rng, SeedableRng};
@@ -286,6 +286,11 @@ impl PresentationPlan {
         }
     }
 
+    /// When it starts (`2013B` or `2013J`).
+    pub(crate) fn code(&self) -> PresentationCode {
+        self.code.parse().expect("the plan's codes are valid")
+    }
+
     fn keys(&self, out: &mut CsvOut) {
         out.text(&self.module);
         out.text(self.code);
@@ -344,9 +349,13 @@ pub(crate) struct Sinks<'a> {
 /// First simulated day: activity starts at most this many days before the presentation.
 const EARLIEST_ACTIVITY: i32 = -18;
 
-/// Simulates one student of `plan` and writes their rows.
+/// Simulates one student of `plan` and writes their rows. With `running` (the as-of day of a
+/// presentation under way), the outcome is left empty and no click, submission or unregistration
+/// dated after that day is written; every random draw is made as for a finished presentation, so
+/// the rows kept are exactly the finished export's rows that a cut on that day keeps.
 pub(crate) fn simulate(
     plan: &PresentationPlan,
+    running: Option<i32>,
     id: u64,
     rng: &mut ChaCha8Rng,
     out: &mut Sinks<'_>,
@@ -400,6 +409,8 @@ pub(crate) fn simulate(
         }
     }
     let active_until = unregistered.unwrap_or(plan.length - 1);
+    // Whether a record dated `day` is in the export.
+    let exported = |day: i32| running.is_none_or(|as_of| day <= as_of);
 
     // Assessments.
     let mut weighted = 0.0;
@@ -448,12 +459,15 @@ pub(crate) fn simulate(
         if score.is_nan() {
             continue;
         }
+        let written_score = (!chance(rng, 0.001)).then_some(score as i64);
+        if !exported(day) {
+            continue;
+        }
         out.submissions.int(a.id as i64);
         out.submissions.int(id as i64);
         out.submissions.int(i64::from(day));
         out.submissions.int(i64::from(banked));
-        out.submissions
-            .opt_int((!chance(rng, 0.001)).then_some(score as i64));
+        out.submissions.opt_int(written_score);
         out.submissions.end_row()?;
     }
     let continuous = if weight_total > 0.0 {
@@ -482,7 +496,7 @@ pub(crate) fn simulate(
                     .assessments
                     .iter()
                     .find(|a| a.kind == AssessmentKind::Exam);
-                if let Some(a) = a {
+                if let Some(a) = a.filter(|a| exported(a.day)) {
                     out.submissions.int(a.id as i64);
                     out.submissions.int(id as i64);
                     out.submissions.int(i64::from(a.day));
@@ -537,10 +551,14 @@ pub(crate) fn simulate(
         for _ in 0..rows {
             let family = &plan.sites_by_family[plan.family_pick.sample(rng)];
             let site = family[rng.random_range(0..family.len())];
+            let clicks = 1 + poisson(rng, click_mean);
+            if !exported(day) {
+                continue;
+            }
             out.clicks.raw_prefix(&prefix);
             out.clicks.int(site as i64);
             out.clicks.int(i64::from(day));
-            out.clicks.int(i64::from(1 + poisson(rng, click_mean)));
+            out.clicks.int(i64::from(clicks));
             out.clicks.end_row()?;
         }
     }
@@ -558,12 +576,17 @@ pub(crate) fn simulate(
     out.info.int(i64::from(previous));
     out.info.int(i64::from(credits));
     out.info.text(if disability { "Y" } else { "N" });
-    out.info.text(result.as_str());
+    out.info.text(if running.is_some() {
+        ""
+    } else {
+        result.as_str()
+    });
     out.info.end_row()?;
 
     plan.keys(out.registration);
     out.registration.int(id as i64);
     out.registration.opt_int(registered_written.map(i64::from));
-    out.registration.opt_int(unregistered.map(i64::from));
+    out.registration
+        .opt_int(unregistered.filter(|&day| exported(day)).map(i64::from));
     out.registration.end_row()
 }

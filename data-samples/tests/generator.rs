@@ -1,5 +1,6 @@
 //! The generator against the genuine OULAD slice: same files, headers, quoting, line ends and
-//! value types; deterministic per seed; nothing left behind when it fails.
+//! value types; deterministic per seed; nothing left behind when it fails; the latest presentations
+//! written as a running term.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 use lodestar_domain::{ColumnType, Table};
-use lodestar_samples::{GeneratorConfig, generate, oulad_slice_dir};
+use lodestar_samples::{GeneratorConfig, cut_running, generate, oulad_slice_dir};
 
 fn table_path(dir: &Path, table: Table) -> PathBuf {
     let plain = dir.join(format!("{}.csv", table.file_stem()));
@@ -113,6 +114,7 @@ fn small(seed: u64) -> GeneratorConfig {
         presentations: 3,
         seed,
         gzip_clicks: false,
+        running_day: None,
     }
 }
 
@@ -243,6 +245,7 @@ fn outcomes_depend_on_early_activity() {
         presentations: 2,
         seed: 1,
         gzip_clicks: false,
+        running_day: None,
     };
     generate(&config, out.path(), &mut |_| {}).unwrap();
     let mut clicks: BTreeMap<String, i64> = BTreeMap::new();
@@ -303,4 +306,85 @@ fn a_failed_run_leaves_nothing_behind() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("--presentations"), "{err}");
+}
+
+#[test]
+fn running_day_writes_the_latest_presentations_as_the_cut_of_the_finished_export() {
+    let work = tempfile::tempdir().unwrap();
+    let (finished, running, again) = (
+        work.path().join("finished"),
+        work.path().join("running"),
+        work.path().join("again"),
+    );
+    let config = GeneratorConfig {
+        running_day: Some(60),
+        ..small(8)
+    };
+    generate(&small(8), &finished, &mut |_| {}).unwrap();
+    let summary = generate(&config, &running, &mut |_| {}).unwrap();
+    generate(&config, &again, &mut |_| {}).unwrap();
+
+    // Three presentations: AAA-2013B, AAA-2013J, BBB-2013B; the latest code is 2013J.
+    let cut = work.path().join("cut");
+    let cut_summary = cut_running(&finished, &cut, &["AAA-2013J".to_owned()], 60, None).unwrap();
+    assert!(cut_summary.dropped(Table::StudentVle) > 0);
+    for table in Table::ALL {
+        let bytes = read_table(&running, table);
+        assert_eq!(
+            bytes,
+            read_table(&cut, table),
+            "{table}: not the cut of the finished export"
+        );
+        assert_eq!(
+            bytes,
+            read_table(&again, table),
+            "{table} differs for one seed"
+        );
+        let rows = String::from_utf8(bytes)
+            .unwrap()
+            .split_terminator("\r\n")
+            .count()
+            - 1;
+        assert_eq!(
+            summary.rows[&table] as usize, rows,
+            "{table}: summary miscounts rows"
+        );
+    }
+
+    // Read directly: the running presentation has no outcome and nothing after day 60; the
+    // finished ones keep both.
+    let info = String::from_utf8(read_table(&running, Table::StudentInfo)).unwrap();
+    let mut results: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for line in info.split_terminator("\r\n").skip(1) {
+        let f = fields(line);
+        let e = results.entry(format!("{}-{}", f[0], f[1])).or_default();
+        e.0 += 1;
+        e.1 += usize::from(!f[11].is_empty());
+    }
+    assert_eq!(results["AAA-2013J"], (100, 0), "{results:?}");
+    assert_eq!(results["AAA-2013B"], (100, 100), "{results:?}");
+    assert_eq!(results["BBB-2013B"], (100, 100), "{results:?}");
+    let clicks = String::from_utf8(read_table(&running, Table::StudentVle)).unwrap();
+    let mut latest: BTreeMap<String, i64> = BTreeMap::new();
+    for line in clicks.split_terminator("\r\n").skip(1) {
+        let f = fields(line);
+        let day: i64 = f[4].parse().unwrap();
+        let e = latest
+            .entry(format!("{}-{}", f[0], f[1]))
+            .or_insert(i64::MIN);
+        *e = (*e).max(day);
+    }
+    assert!(
+        latest["AAA-2013J"] <= 60 && latest["AAA-2013J"] > 50,
+        "{latest:?}"
+    );
+    assert!(latest["AAA-2013B"] > 200, "{latest:?}");
+    let registrations =
+        String::from_utf8(read_table(&running, Table::StudentRegistration)).unwrap();
+    for line in registrations.split_terminator("\r\n").skip(1) {
+        let f = fields(line);
+        if f[1] == "2013J" && !f[4].is_empty() {
+            assert!(f[4].parse::<i32>().unwrap() <= 60, "{line}");
+        }
+    }
 }

@@ -9,6 +9,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lodestar_domain::{PresentationTerm, TermState};
 use lodestar_model::{FeatureRow, Value as FeatureValue};
 use lodestar_store::{ModelVersion, PipelineRun, Prediction, StepRun};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,53 @@ pub struct WeekRisk {
     pub prediction_id: i64,
 }
 
+/// The presentation's term as of the latest export: running (outcomes not yet known; scored
+/// at its current week) or finished (history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TermView {
+    /// `running` or `finished`.
+    pub state: String,
+    /// Running: the current week (the last one complete on the as-of day; null before day 6).
+    /// Finished: the week of the score shown.
+    pub as_of_week: Option<i64>,
+    /// The export's as-of day for the presentation (running: the day its records stop;
+    /// finished: its last day).
+    pub as_of_day: i64,
+    /// The as-of day as a date (`YYYY-MM-DD`), null when the source has day numbers only.
+    pub as_of_date: Option<String>,
+    /// Weeks in the presentation.
+    pub weeks: i64,
+    /// In words, e.g. "running, as of 5 Nov 2024, week 6 of 20".
+    pub description: String,
+}
+
+/// The term view of `term`, a finished one as of `shown_week` (the week of the score shown).
+fn term_view(term: &PresentationTerm, shown_week: Option<i64>) -> TermView {
+    TermView {
+        state: term.state.as_str().to_owned(),
+        as_of_week: match term.state {
+            TermState::Running => term.current_week.map(|w| i64::from(w.0)),
+            TermState::Finished => shown_week,
+        },
+        as_of_day: i64::from(term.as_of_day),
+        as_of_date: term.as_of_date(),
+        weeks: i64::from(term.weeks()),
+        description: term.describe(),
+    }
+}
+
+async fn term_of(
+    state: &AppState,
+    module: &str,
+    code: &str,
+) -> Result<Option<PresentationTerm>, ApiError> {
+    state
+        .store
+        .term(module, code)
+        .await
+        .map_err(|e| ApiError::store(&e))
+}
+
 /// A student's risk in one presentation.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StudentRisk {
@@ -86,6 +134,9 @@ pub struct StudentRisk {
     pub id_student: i64,
     /// Presentation shown.
     pub presentation: String,
+    /// The presentation's term (null when none is recorded: predictions stored before terms
+    /// were).
+    pub term: Option<TermView>,
     /// The latest prediction (of the week asked for, if one was).
     pub current: StoredRisk,
     /// The latest prediction of every scored week, by week.
@@ -98,7 +149,8 @@ pub struct StudentRisk {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RiskQuery {
-    /// `MODULE-PRESENTATION`, e.g. `BBB-2013J` (default: the one scored most recently).
+    /// `MODULE-PRESENTATION`, e.g. `BBB-2013J` (default: the student's running presentation
+    /// scored most recently, else the presentation scored most recently).
     pub presentation: Option<String>,
     /// As-of week (default: the latest scored).
     pub week: Option<i64>,
@@ -146,7 +198,8 @@ fn stored_risk(p: &Prediction) -> StoredRisk {
     }
 }
 
-/// A student's latest stored risk with its explanation, and its history by week.
+/// A student's latest stored risk with its explanation, its history by week, and the
+/// presentation's term (running or finished, as of which week and day).
 #[utoipa::path(
     get, path = "/v1/students/{id}/risk", tag = "predictions",
     params(("id" = i64, Path, description = "Student id"), RiskQuery),
@@ -178,11 +231,21 @@ pub async fn student_risk(
             let (m, c) = split_presentation(p)?;
             format!("{m}-{c}")
         }
-        None => all
-            .iter()
-            .max_by_key(|p| p.id)
-            .map(presentation_of)
-            .ok_or_else(|| ApiError::not_found(format!("no prediction for student {id}")))?,
+        None => {
+            let running: Vec<String> = state
+                .store
+                .terms()
+                .await
+                .map_err(|e| ApiError::store(&e))?
+                .into_iter()
+                .filter(PresentationTerm::is_running)
+                .map(|t| t.presentation)
+                .collect();
+            all.iter()
+                .max_by_key(|p| (running.contains(&presentation_of(p)), p.id))
+                .map(presentation_of)
+                .ok_or_else(|| ApiError::not_found(format!("no prediction for student {id}")))?
+        }
     };
     let mut others: Vec<String> = all
         .iter()
@@ -206,9 +269,14 @@ pub async fn student_risk(
             None => format!("no prediction for student {id} in {presentation}"),
         })
     })?;
+    let (module, code) = split_presentation(&presentation)?;
+    let term = term_of(&state, module, code)
+        .await?
+        .map(|t| term_view(&t, Some(current.prediction.as_of_week)));
     Ok(Json(StudentRisk {
         id_student: id,
         presentation: presentation.clone(),
+        term,
         current: stored_risk(current),
         history: history
             .iter()
@@ -230,7 +298,7 @@ pub async fn student_risk(
 pub struct CohortQuery {
     /// Only this tier: `low`, `medium` or `high`.
     pub tier: Option<String>,
-    /// As-of week (default: the latest scored).
+    /// As-of week (default: a running presentation's current week, else the latest scored).
     pub week: Option<i64>,
     /// Page, from 1.
     pub page: Option<i64>,
@@ -262,6 +330,9 @@ pub struct CohortStudent {
 pub struct CohortRisk {
     /// Presentation.
     pub presentation: String,
+    /// The presentation's term (null when none is recorded: predictions stored before terms
+    /// were).
+    pub term: Option<TermView>,
     /// Week shown (null when nothing is scored).
     pub week: Option<i64>,
     /// Students matching the filter.
@@ -274,7 +345,8 @@ pub struct CohortRisk {
     pub students: Vec<CohortStudent>,
 }
 
-/// A presentation's students by risk at one week, paged and filterable by tier.
+/// A presentation's students by risk at one week (a running presentation's current week by
+/// default), paged and filterable by tier, with the presentation's term.
 #[utoipa::path(
     get, path = "/v1/cohorts/{presentation}/risk", tag = "predictions",
     params(("presentation" = String, Path, description = "MODULE-PRESENTATION, e.g. BBB-2013J"), CohortQuery),
@@ -284,7 +356,7 @@ pub struct CohortRisk {
         (status = 400, description = "Bad filter or page", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Token lacks predictions:read", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Nothing scored for this presentation", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Nothing scored for this presentation (or a running one before its week 0 ends)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cohort_risk(
@@ -314,12 +386,27 @@ pub async fn cohort_risk(
             state.config.max_page_size
         )));
     }
+    let term = term_of(&state, module, code).await?;
+    // A running presentation is shown at its current week unless another is asked for.
+    let week = match (&term, q.week) {
+        (_, Some(w)) => Some(w),
+        (Some(t), None) if t.is_running() => match t.current_week {
+            Some(w) => Some(i64::from(w.0)),
+            None => {
+                return Err(ApiError::not_found(format!(
+                    "{module}-{code} is {}: nothing is scored before week 0 ends",
+                    t.describe()
+                )));
+            }
+        },
+        _ => None,
+    };
     let found = state
         .store
         .cohort(
             module,
             code,
-            q.week,
+            week,
             q.tier.as_deref(),
             per_page,
             (page - 1).saturating_mul(per_page),
@@ -333,6 +420,7 @@ pub async fn cohort_risk(
     }
     Ok(Json(CohortRisk {
         presentation: format!("{module}-{code}"),
+        term: term.as_ref().map(|t| term_view(t, found.week)),
         week: found.week,
         total: found.total,
         page,

@@ -1,7 +1,8 @@
 //! The API as a campus system sees it: started on port 0 against a fresh database (SQLite, and
 //! PostgreSQL when `LODESTAR_TEST_POSTGRES_URL` is set), every route, every error status, token
 //! scopes, revocation, the rate limit, the champion swapped under concurrent requests, the
-//! database going away and coming back, the OpenAPI document, and malformed bodies.
+//! database going away and coming back, the OpenAPI document, malformed bodies, and the
+//! running or finished term that risk and cohort responses carry.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{TestApi, config, expected, row, start};
+use lodestar_domain::{AsOfSource, AsOfWeek, PresentationTerm, TermState};
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -581,6 +583,167 @@ async fn every_route_and_error_status_on_postgres() {
         return;
     };
     every_route_and_status(&t).await;
+    t.stop().await;
+}
+
+fn scored(code: &str, student: i64, week: i64, prob: f64) -> lodestar_store::NewPrediction {
+    let tier = lodestar_domain::TierThresholds::default().tier(prob);
+    lodestar_store::NewPrediction {
+        model: common::MODEL.into(),
+        version: 1,
+        code_module: "BBB".into(),
+        code_presentation: code.into(),
+        id_student: student,
+        as_of_week: week,
+        probability: prob,
+        tier: tier.as_str().to_owned(),
+        explanation: json!({"up": [], "down": [], "flagged": prob >= 0.5}),
+        run_id: None,
+        context: Value::Null,
+    }
+}
+
+fn term(presentation: &str, state: TermState, as_of_day: i32) -> PresentationTerm {
+    let running = state == TermState::Running;
+    PresentationTerm {
+        presentation: presentation.into(),
+        state,
+        length_days: 269,
+        start_date: None,
+        as_of_day,
+        as_of_source: if running {
+            AsOfSource::LatestActivity
+        } else {
+            AsOfSource::Finished
+        },
+        current_week: if running {
+            AsOfWeek::completed_by(as_of_day)
+        } else {
+            Some(AsOfWeek::last_of(269))
+        },
+        students: 4,
+        outcomes_known: if running { 0 } else { 4 },
+    }
+}
+
+/// Risk and cohort responses say which term they show: null before any term is recorded,
+/// then running (at its current week, with the as-of day and date) or finished.
+async fn terms_in_risk_and_cohorts(t: &TestApi) {
+    let read = Some(t.tokens.read.as_str());
+    let get = |path: &'static str| call(t, Method::GET, path, read, None);
+    // Predictions stored before terms were: the term is null, nothing else changes.
+    let (s, v, _) = get("/v1/students/11/risk").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["term"], Value::Null);
+    let (_, v, _) = get("/v1/cohorts/BBB-2013J/risk").await;
+    assert_eq!(
+        (v["term"].clone(), v["week"].as_i64()),
+        (Value::Null, Some(3))
+    );
+
+    // BBB-2014J runs, as of day 76 (week 10): 11, 200 and 201 scored at week 10, 202 withdrew
+    // after week 4. Then a later score of 11 in the finished BBB-2013J.
+    t.store
+        .insert_predictions(&[
+            scored("2014J", 11, 9, 0.4),
+            scored("2014J", 11, 10, 0.7),
+            scored("2014J", 200, 10, 0.2),
+            scored("2014J", 201, 10, 0.9),
+            scored("2014J", 202, 4, 0.95),
+        ])
+        .await
+        .unwrap();
+    t.store
+        .insert_predictions(&[scored("2013J", 11, 3, 0.81)])
+        .await
+        .unwrap();
+    let mut running = term("BBB-2014J", TermState::Running, 76);
+    running.start_date = Some("2014-10-04".into());
+    t.store
+        .record_terms(
+            &[
+                running,
+                term("BBB-2013J", TermState::Finished, 268),
+                term("BBB-2015B", TermState::Running, 3),
+            ],
+            "snapshot-test",
+        )
+        .await
+        .unwrap();
+
+    // A student's default presentation is the running one, though scored less recently.
+    let (s, v, _) = get("/v1/students/11/risk").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["presentation"], "BBB-2014J");
+    assert_eq!(v["current"]["as_of_week"], 10);
+    assert_eq!(
+        v["term"],
+        json!({
+            "state": "running", "as_of_week": 10, "as_of_day": 76, "as_of_date": "2014-12-19",
+            "weeks": 39, "description": "running, as of 19 Dec 2014, week 10 of 39"
+        })
+    );
+    // A finished term: as of the week of the score shown; no calendar date known.
+    let (_, v, _) = get("/v1/students/11/risk?presentation=BBB-2013J&week=2").await;
+    assert_eq!(v["current"]["as_of_week"], 2);
+    assert_eq!(v["term"]["state"], "finished");
+    assert_eq!(v["term"]["as_of_week"], 2);
+    assert_eq!(v["term"]["as_of_date"], Value::Null);
+    assert_eq!(v["term"]["description"], "finished (39 weeks)");
+
+    // A cohort of the running term: its current week by default, tonight's students only.
+    let (s, v, _) = get("/v1/cohorts/BBB-2014J/risk").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["week"].as_i64(), v["total"].as_i64()),
+        (Some(10), Some(3))
+    );
+    let ids: Vec<i64> = v["students"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id_student"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [201, 11, 200], "riskiest first");
+    assert_eq!(v["term"]["state"], "running");
+    assert_eq!(v["term"]["as_of_week"], 10);
+    // An earlier week on request; the term still says which week is current.
+    let (_, v, _) = get("/v1/cohorts/BBB-2014J/risk?week=4").await;
+    assert_eq!(
+        (v["week"].as_i64(), v["total"].as_i64()),
+        (Some(4), Some(1))
+    );
+    assert_eq!(v["term"]["as_of_week"], 10);
+    // The finished term's cohort: its latest scored week, and the term says it ended.
+    let (_, v, _) = get("/v1/cohorts/BBB-2013J/risk").await;
+    assert_eq!(v["week"], 3);
+    assert_eq!(v["term"]["state"], "finished");
+    assert_eq!(v["term"]["as_of_week"], 3);
+    // A running term before its week 0 ends: not found, said in words.
+    let (s, v, _) = get("/v1/cohorts/BBB-2015B/risk").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("running, as of day 3"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terms_in_risk_and_cohorts_on_sqlite() {
+    let t = start(None, config()).await.unwrap();
+    terms_in_risk_and_cohorts(&t).await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terms_in_risk_and_cohorts_on_postgres() {
+    let Some(t) = start(Some("terms"), config()).await else {
+        return;
+    };
+    terms_in_risk_and_cohorts(&t).await;
     t.stop().await;
 }
 

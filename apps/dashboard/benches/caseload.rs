@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use lodestar_dashboard::{Dashboard, DashboardConfig};
+use lodestar_domain::{AsOfSource, AsOfWeek, PresentationTerm, TermState};
 use lodestar_store::{NewPrediction, Store};
 use serde_json::json;
 
@@ -40,6 +41,21 @@ async fn seed(store: &Store) -> String {
         }
     }
     store.insert_predictions(&rows).await.unwrap();
+    // Both presentations are running, as of day 76: week 10 is their current week.
+    let terms: Vec<PresentationTerm> = ["BBB-2013J", "DDD-2013J"]
+        .map(|presentation| PresentationTerm {
+            presentation: presentation.into(),
+            state: TermState::Running,
+            length_days: 269,
+            start_date: None,
+            as_of_day: 76,
+            as_of_source: AsOfSource::LatestActivity,
+            current_week: AsOfWeek::completed_by(76),
+            students: (STUDENTS / 2) as u64,
+            outcomes_known: 0,
+        })
+        .to_vec();
+    store.record_terms(&terms, "bench").await.unwrap();
     let caseload: Vec<(String, String, i64)> = (0..STUDENTS)
         .map(|s| {
             let m = if s % 2 == 0 { "BBB" } else { "DDD" };
@@ -127,7 +143,7 @@ fn main() {
         );
         let user = store.user("ada").await.unwrap().unwrap().id;
         let t = Instant::now();
-        let view = store.caseload_view(Some(user)).await.unwrap();
+        let view = store.caseload_view(Some(user), TermState::Running).await.unwrap();
         let query = t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
         let outreach = store.outreach_summary(Some(user)).await.unwrap();

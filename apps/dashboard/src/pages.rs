@@ -10,7 +10,9 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use lodestar_domain::{EvaluationReport, PromotionGate, TierThresholds};
+use lodestar_domain::{
+    EvaluationReport, PresentationTerm, PromotionGate, TermState, TierThresholds,
+};
 use lodestar_store::{CHAMPION, CaseloadEntry, OutreachSummary, Promotion, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -169,6 +171,9 @@ fn nav(s: &SignedIn) -> Nav {
 /// Caseload filters (none is student data).
 #[derive(Debug, Default, Deserialize)]
 pub struct CaseloadQuery {
+    /// Which terms: running (empty: the default) or `finished` (history).
+    #[serde(default)]
+    term: String,
     /// `MODULE-PRESENTATION`.
     #[serde(default)]
     presentation: String,
@@ -254,17 +259,28 @@ fn row_of(e: &CaseloadEntry, outreach: Option<&OutreachSummary>) -> Row {
     }
 }
 
+/// A group of caseload rows: one presentation, under a heading saying its term.
+struct Section {
+    presentation: String,
+    heading: String,
+    rows: Vec<Row>,
+}
+
 #[derive(Template)]
 #[template(path = "caseload.html")]
 struct CaseloadPage {
     nav: Nav,
-    rows: Vec<Row>,
+    title: String,
+    history: bool,
+    sections: Vec<Section>,
+    empty: String,
     total: usize,
     shown_from: usize,
     page: usize,
     pages: usize,
     presentations: Vec<String>,
     presentation: String,
+    term: String,
     tier: String,
     show: String,
     search: String,
@@ -273,35 +289,107 @@ struct CaseloadPage {
     next_href: Option<String>,
 }
 
-/// The caseload (the advisor's students still registered at their presentation's current week,
-/// or everyone's for an admin), riskiest first, filtered; rows are put into words only for what
-/// is shown.
-async fn caseload_entries(
+/// The term state a page shows: running unless `finished` (history) is asked for.
+fn term_state(term: &str) -> Result<TermState, PageError> {
+    if term.is_empty() {
+        return Ok(TermState::Running);
+    }
+    term.parse().map_err(|_| {
+        PageError::BadRequest(format!(
+            "Term {term:?}: choose {} or {}.",
+            TermState::Running,
+            TermState::Finished
+        ))
+    })
+}
+
+/// The recorded terms by presentation, and the presentations in the order pages show them
+/// (running first, then by presentation).
+struct Terms {
+    all: Vec<PresentationTerm>,
+}
+
+impl Terms {
+    async fn load(state: &AppState) -> Result<Terms, PageError> {
+        Ok(Terms {
+            all: state.store.terms().await?,
+        })
+    }
+
+    fn get(&self, presentation: &str) -> Option<&PresentationTerm> {
+        self.all.iter().find(|t| t.presentation == presentation)
+    }
+
+    fn running(&self) -> Vec<&PresentationTerm> {
+        self.all.iter().filter(|t| t.is_running()).collect()
+    }
+
+    /// Where a presentation sorts: recorded ones in the store's order, then the rest.
+    fn rank(&self, presentation: &str) -> (usize, String) {
+        let i = self
+            .all
+            .iter()
+            .position(|t| t.presentation == presentation)
+            .unwrap_or(self.all.len());
+        (i, presentation.to_owned())
+    }
+
+    /// "BBB-2014J — running, as of day 76, week 10 of 38".
+    fn heading(&self, presentation: &str) -> String {
+        match self.get(presentation) {
+            Some(t) => format!("{presentation} — {}", t.describe()),
+            None => format!(
+                "{presentation} — term not recorded (scored before the export's terms were kept)"
+            ),
+        }
+    }
+}
+
+/// The students the caseload lists for `term` (and the cohort page counts): in `user`'s
+/// caseload (everyone's when `None`); running terms at their current week, finished ones at
+/// each presentation's latest scored week (a student whose latest score is older withdrew and
+/// is not the advisor's to call).
+async fn population(
     state: &AppState,
-    s: &SignedIn,
-    q: &CaseloadQuery,
-    student: Option<i64>,
-) -> Result<(Vec<(CaseloadEntry, Option<OutreachSummary>)>, Vec<String>), PageError> {
-    let scope = (!s.is_admin()).then_some(s.user().id);
-    let mut entries = state.store.caseload_view(scope).await?;
-    let mut outreach = state.store.outreach_summary(scope).await?;
-    // The current week of each presentation is the latest scored; a student whose latest score
-    // is older is no longer registered (withdrawn) and is not the advisor's to call this week.
+    user: Option<i64>,
+    term: TermState,
+) -> Result<Vec<CaseloadEntry>, PageError> {
+    let mut entries = state.store.caseload_view(user, term).await?;
     let mut current: BTreeMap<String, i64> = BTreeMap::new();
     for e in &entries {
         let w = current.entry(presentation_of(e)).or_insert(e.week);
         *w = (*w).max(e.week);
     }
-    let presentations: Vec<String> = current.keys().cloned().collect();
+    entries.retain(|e| current.get(&presentation_of(e)) == Some(&e.week));
+    Ok(entries)
+}
+
+/// The caseload (the advisor's students of running presentations at their current week, or of
+/// finished ones as history; everyone's for an admin), by presentation, riskiest first,
+/// filtered; rows are put into words only for what is shown.
+async fn caseload_entries(
+    state: &AppState,
+    s: &SignedIn,
+    q: &CaseloadQuery,
+    terms: &Terms,
+    student: Option<i64>,
+) -> Result<(Vec<(CaseloadEntry, Option<OutreachSummary>)>, Vec<String>), PageError> {
+    let scope = (!s.is_admin()).then_some(s.user().id);
+    let mut entries = population(state, scope, term_state(&q.term)?).await?;
+    let mut outreach = state.store.outreach_summary(scope).await?;
+    let mut presentations: Vec<String> = entries.iter().map(presentation_of).collect();
+    presentations.sort_by_key(|p| terms.rank(p));
+    presentations.dedup();
     entries.retain(|e| {
-        current.get(&presentation_of(e)) == Some(&e.week)
-            && (q.presentation.is_empty() || presentation_of(e) == q.presentation)
+        (q.presentation.is_empty() || presentation_of(e) == q.presentation)
             && (q.tier.is_empty() || e.tier == q.tier)
             && student.is_none_or(|id| e.id_student == id)
     });
     entries.sort_by(|a, b| {
-        b.probability
-            .total_cmp(&a.probability)
+        terms
+            .rank(&presentation_of(a))
+            .cmp(&terms.rank(&presentation_of(b)))
+            .then(b.probability.total_cmp(&a.probability))
             .then(a.id_student.cmp(&b.id_student))
     });
     let listed = entries
@@ -325,6 +413,7 @@ async fn caseload_entries(
 }
 
 fn check_filters(q: &CaseloadQuery) -> Result<(), PageError> {
+    term_state(&q.term)?;
     if !["", "high", "medium", "low"].contains(&q.tier.as_str()) {
         return Err(PageError::BadRequest(format!(
             "Tier {:?}: choose high, medium or low.",
@@ -343,6 +432,7 @@ fn check_filters(q: &CaseloadQuery) -> Result<(), PageError> {
 fn query_string(q: &CaseloadQuery, page: Option<usize>) -> String {
     let mut parts = Vec::new();
     for (k, v) in [
+        ("term", &q.term),
         ("presentation", &q.presentation),
         ("tier", &q.tier),
         ("show", &q.show),
@@ -376,23 +466,61 @@ async fn caseload_page(
     student: Option<i64>,
 ) -> Result<Response, PageError> {
     check_filters(&q)?;
-    let (listed, presentations) = caseload_entries(state, s, &q, student).await?;
+    let terms = Terms::load(state).await?;
+    let (listed, presentations) = caseload_entries(state, s, &q, &terms, student).await?;
+    let history = term_state(&q.term)? == TermState::Finished;
     let size = state.config.page_size;
     let total = listed.len();
     let pages = total.div_ceil(size).max(1);
     let page = q.page.unwrap_or(1).clamp(1, pages);
-    let shown: Vec<Row> = listed
-        .iter()
-        .skip((page - 1) * size)
-        .take(size)
-        .map(|(e, o)| row_of(e, o.as_ref()))
-        .collect();
+    let mut sections: Vec<Section> = Vec::new();
+    for (e, o) in listed.iter().skip((page - 1) * size).take(size) {
+        let presentation = presentation_of(e);
+        if sections
+            .last()
+            .is_none_or(|s| s.presentation != presentation)
+        {
+            sections.push(Section {
+                heading: terms.heading(&presentation),
+                presentation,
+                rows: Vec::new(),
+            });
+        }
+        if let Some(section) = sections.last_mut() {
+            section.rows.push(row_of(e, o.as_ref()));
+        }
+    }
+    let running = terms.running();
+    let empty = if !presentations.is_empty() {
+        "No student matches these filters.".to_owned()
+    } else if history {
+        "No finished term has scored students in your caseload.".to_owned()
+    } else if running.is_empty() {
+        "No term is running in the latest export; finished terms are under History.".to_owned()
+    } else {
+        format!(
+            "No student of your caseload is scored at the current week of a running term ({}); \
+             finished terms are under History.",
+            running
+                .iter()
+                .map(|t| format!("{} — {}", t.presentation, t.describe()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    };
     let href = |p: usize| format!("/caseload?{}", query_string(&q, Some(p)));
     render(&CaseloadPage {
         nav: nav(s),
+        title: if history {
+            "History (finished terms)".to_owned()
+        } else {
+            "Caseload (running terms)".to_owned()
+        },
+        history,
+        sections,
+        empty,
         shown_from: (page - 1) * size + 1,
         total,
-        rows: shown,
         prev_href: (page > 1).then(|| href(page - 1)),
         next_href: (page < pages).then(|| href(page + 1)),
         page,
@@ -400,6 +528,7 @@ async fn caseload_page(
         presentations,
         query: query_string(&q, None),
         presentation: q.presentation,
+        term: q.term,
         tier: q.tier,
         show: q.show,
         search: student.map(|s| s.to_string()).unwrap_or_default(),
@@ -422,6 +551,9 @@ pub struct SearchForm {
     csrf: String,
     #[serde(default)]
     student: String,
+    /// The view searched: running (empty) or `finished`.
+    #[serde(default)]
+    term: String,
 }
 
 /// The caseload narrowed to one student id.
@@ -433,14 +565,23 @@ pub async fn caseload_search(
     s.check_csrf(&f.csrf)?;
     let text = f.student.trim();
     if text.is_empty() {
-        return Ok(Redirect::to("/caseload").into_response());
+        let to = if term_state(&f.term)? == TermState::Finished {
+            "/caseload?term=finished"
+        } else {
+            "/caseload"
+        };
+        return Ok(Redirect::to(to).into_response());
     }
     let id = text.parse::<i64>().map_err(|_| {
         PageError::BadRequest(format!(
             "Student id {text:?}: enter the number only, e.g. 28400."
         ))
     })?;
-    caseload_page(&state, &s, CaseloadQuery::default(), Some(id)).await
+    let q = CaseloadQuery {
+        term: f.term,
+        ..CaseloadQuery::default()
+    };
+    caseload_page(&state, &s, q, Some(id)).await
 }
 
 /// The current view as CSV.
@@ -450,7 +591,8 @@ pub async fn caseload_csv(
     Query(q): Query<CaseloadQuery>,
 ) -> Result<Response, PageError> {
     check_filters(&q)?;
-    let (listed, _) = caseload_entries(&state, &s, &q, None).await?;
+    let terms = Terms::load(&state).await?;
+    let (listed, _) = caseload_entries(&state, &s, &q, &terms, None).await?;
     let rows: Vec<Row> = listed.iter().map(|(e, o)| row_of(e, o.as_ref())).collect();
     let field = |v: &str| {
         if v.contains([',', '"', '\n']) {
@@ -558,6 +700,8 @@ struct NoteView {
 struct StudentPage {
     nav: Nav,
     presentation: String,
+    term: String,
+    back: String,
     id_student: i64,
     base: String,
     percent: String,
@@ -631,9 +775,19 @@ pub async fn student(
         .collect();
     let notes = state.store.notes(module, code, id).await?;
     let feedback = state.store.feedback_on(current.id).await?;
+    let term = state.store.term(module, code).await?;
+    let back = match &term {
+        Some(t) if t.is_running() => "/caseload",
+        _ => "/caseload?term=finished",
+    };
     let e = &current.prediction.explanation;
     render(&StudentPage {
         nav: nav(&s),
+        term: match &term {
+            Some(t) => format!("Term: {}", t.describe()),
+            None => "Term: not recorded (scored before the export's terms were kept)".to_owned(),
+        },
+        back: back.to_owned(),
         base: format!("/students/{module}-{code}/{id}"),
         presentation: format!("{module}-{code}"),
         id_student: id,
@@ -828,6 +982,7 @@ pub async fn feedback(
 
 struct CohortView {
     presentation: String,
+    heading: String,
     chart: String,
     weeks: Vec<(i64, i64, i64, i64)>,
     flagged: i64,
@@ -838,14 +993,32 @@ struct CohortView {
 #[template(path = "cohorts.html")]
 struct CohortsPage {
     nav: Nav,
+    title: String,
+    history: bool,
+    empty: String,
     cohorts: Vec<CohortView>,
 }
 
-/// Risk per presentation and week, and how many flagged students have had outreach.
-pub async fn cohorts(State(state): St, s: SignedIn) -> Result<Response, PageError> {
+/// Which cohorts: running terms (the default) or finished ones.
+#[derive(Debug, Default, Deserialize)]
+pub struct CohortsQuery {
+    #[serde(default)]
+    term: String,
+}
+
+/// Risk per presentation and week of the running terms (or, with `?term=finished`, of the
+/// finished ones), and how many flagged students of the population the caseload lists have
+/// had outreach.
+pub async fn cohorts(
+    State(state): St,
+    s: SignedIn,
+    Query(q): Query<CohortsQuery>,
+) -> Result<Response, PageError> {
+    let term = term_state(&q.term)?;
     let scope = (!s.is_admin()).then_some(s.user().id);
-    let counts = state.store.tier_counts(scope).await?;
-    let latest = state.store.caseload_view(scope).await?;
+    let terms = Terms::load(&state).await?;
+    let counts = state.store.tier_counts(scope, term).await?;
+    let latest = population(&state, scope, term).await?;
     let outreach = state.store.outreach_summary(scope).await?;
     let mut by: BTreeMap<String, BTreeMap<i64, [i64; 3]>> = BTreeMap::new();
     for (m, c, week, tier, n) in counts {
@@ -859,6 +1032,8 @@ pub async fn cohorts(State(state): St, s: SignedIn) -> Result<Response, PageErro
             .entry(week)
             .or_default()[slot] += n;
     }
+    let mut by: Vec<(String, BTreeMap<i64, [i64; 3]>)> = by.into_iter().collect();
+    by.sort_by_key(|(p, _)| terms.rank(p));
     let cohorts = by
         .into_iter()
         .map(|(presentation, weeks)| {
@@ -884,12 +1059,27 @@ pub async fn cohorts(State(state): St, s: SignedIn) -> Result<Response, PageErro
                 weeks: series.iter().map(|(w, c)| (*w, c[0], c[1], c[2])).collect(),
                 flagged: flagged.len() as i64,
                 reached: reached as i64,
+                heading: terms.heading(&presentation),
                 presentation,
             }
         })
         .collect();
+    let history = term == TermState::Finished;
     render(&CohortsPage {
         nav: nav(&s),
+        title: if history {
+            "Cohorts: history (finished terms)".to_owned()
+        } else {
+            "Cohorts (running terms)".to_owned()
+        },
+        empty: if history {
+            "No finished term has scored students.".to_owned()
+        } else if terms.running().is_empty() {
+            "No term is running in the latest export; finished terms are under History.".to_owned()
+        } else {
+            "No student of a running term is scored yet.".to_owned()
+        },
+        history,
         cohorts,
     })
 }
@@ -1202,6 +1392,8 @@ pub async fn promote(
             actor: s.user().username.clone(),
             reason: f.reason.trim().to_owned(),
             force: false,
+            // A manual promotion compares the versions' stored reports.
+            evidence: None,
         })
         .await;
     let message = match result {

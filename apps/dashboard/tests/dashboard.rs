@@ -1,10 +1,12 @@
 //! The dashboard over HTTP as a browser uses it: sign-in through the form, sessions, CSRF,
-//! lockout, roles and caseload boundaries, the pages and their forms, the audit trail, headers.
+//! lockout, roles and caseload boundaries, the pages and their forms, the audit trail, headers,
+//! and the running terms first with finished ones as history.
 
 mod common;
 
-use common::{Client, PASSWORD, start};
+use common::{Client, PASSWORD, scored, start, term};
 use lodestar_dashboard::DashboardConfig;
+use lodestar_domain::TermState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_requests_go_to_sign_in() {
@@ -179,7 +181,11 @@ async fn an_advisor_sees_only_their_caseload_and_forms_need_their_token() {
     assert!(!caseload.body.contains(">11</a>") && caseload.body.contains(">13</a>"));
 
     // Feedback.
-    let view = d.store.caseload_view(None).await.unwrap();
+    let view = d
+        .store
+        .caseload_view(None, TermState::Running)
+        .await
+        .unwrap();
     let pid = view
         .iter()
         .find(|e| e.id_student == 11)
@@ -338,5 +344,164 @@ async fn repeated_failures_lock_the_account_and_the_sign_in_form_needs_its_token
     assert!(
         after.body.contains("Not rolled back"),
         "nothing to roll back: said, nothing changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caseload_opens_on_running_terms_and_keeps_finished_ones_as_history() {
+    let d = start(DashboardConfig::default()).await;
+    // BBB-2013B has ended: ada's students 21 and 22 were scored there up to week 38.
+    d.store
+        .insert_predictions(&[
+            scored("2013B", 21, 37, 0.4),
+            scored("2013B", 21, 38, 0.75),
+            scored("2013B", 22, 38, 0.1),
+        ])
+        .await
+        .unwrap();
+    let ada_id = d.store.user("ada").await.unwrap().unwrap().id;
+    for id in [21, 22] {
+        d.store.assign(ada_id, "BBB", "2013B", id).await.unwrap();
+    }
+    d.store
+        .record_terms(&[term("2013B", TermState::Finished, 268)], "snap")
+        .await
+        .unwrap();
+    let mut ada = Client::new(&d.base);
+    ada.sign_in("ada", PASSWORD).await;
+
+    // The caseload: the running term's students at its current week, under its as-of.
+    let page = ada.get("/caseload").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains("<h2>BBB-2013J — running, as of day 27, week 3 of 39</h2>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(">11</a>") && page.body.contains(">13</a>"));
+    assert!(
+        !page.body.contains(">21</a>") && !page.body.contains(">22</a>"),
+        "a finished term's students are not on the caseload"
+    );
+    assert!(!page.body.contains(">14</a>"), "withdrawn before week 3");
+    assert!(page.body.contains("href=\"/caseload?term=finished\""));
+
+    // History: the finished term, said as such.
+    let history = ada.get("/caseload?term=finished").await;
+    assert_eq!(history.status, 200);
+    assert!(history.body.contains("History (finished terms)"));
+    assert!(
+        history
+            .body
+            .contains("<h2>BBB-2013B — finished (39 weeks)</h2>"),
+        "{}",
+        history.body
+    );
+    let (i21, i22) = (
+        history.body.find(">21</a>").unwrap(),
+        history.body.find(">22</a>").unwrap(),
+    );
+    assert!(i21 < i22, "riskiest first");
+    assert!(!history.body.contains(">11</a>"));
+    let csv = ada.get("/caseload.csv?term=finished").await;
+    assert_eq!(csv.body.lines().count(), 3, "{}", csv.body);
+    assert!(csv.body.contains("BBB-2013B,21,75%,high"), "{}", csv.body);
+    let found = ada
+        .post(
+            "/caseload",
+            &[
+                ("student", "22"),
+                ("term", "finished"),
+                ("csrf", &Client::csrf(&history)),
+            ],
+        )
+        .await;
+    assert!(found.body.contains(">22</a>") && !found.body.contains(">21</a>"));
+    assert_eq!(ada.get("/caseload?term=ongoing").await.status, 400);
+
+    // The student pages say which term and whether it has ended; the boundary still holds.
+    let s11 = ada.get("/students/BBB-2013J/11").await;
+    assert!(
+        s11.body
+            .contains("Term: running, as of day 27, week 3 of 39"),
+        "{}",
+        s11.body
+    );
+    let s21 = ada.get("/students/BBB-2013B/21").await;
+    assert_eq!(s21.status, 200);
+    assert!(s21.body.contains("Term: finished (39 weeks)"));
+    assert!(
+        s21.body
+            .contains("href=\"/caseload?term=finished\">← Caseload")
+    );
+    let mut bob = Client::new(&d.base);
+    bob.sign_in("bob", PASSWORD).await;
+    assert_eq!(bob.get("/students/BBB-2013B/21").await.status, 404);
+    assert!(
+        !bob.get("/caseload?term=finished")
+            .await
+            .body
+            .contains(">21</a>")
+    );
+
+    // The cohort page counts the caseload's population: ada's running term, 11 flagged.
+    let cohorts = ada.get("/cohorts").await;
+    assert!(
+        cohorts
+            .body
+            .contains("<h2>BBB-2013J — running, as of day 27, week 3 of 39</h2>")
+    );
+    assert!(
+        cohorts.body.contains("Flagged now (medium or high): 1;"),
+        "{}",
+        cohorts.body
+    );
+    assert!(!cohorts.body.contains("BBB-2013B"));
+    let old = ada.get("/cohorts?term=finished").await;
+    assert!(
+        old.body
+            .contains("<h2>BBB-2013B — finished (39 weeks)</h2>")
+    );
+    assert!(old.body.contains("Flagged now (medium or high): 1;"));
+
+    // With a calendar, the as-of is a date.
+    let mut dated = term("2013J", TermState::Running, 27);
+    dated.start_date = Some("2013-10-05".into());
+    d.store.record_terms(&[dated], "snap-2").await.unwrap();
+    let page = ada.get("/caseload").await;
+    assert!(
+        page.body
+            .contains("BBB-2013J — running, as of 1 Nov 2013, week 3 of 39"),
+        "{}",
+        page.body
+    );
+
+    // The term ends: nothing is running, and the caseload says so in words.
+    d.store
+        .record_terms(&[term("2013J", TermState::Finished, 268)], "snap-3")
+        .await
+        .unwrap();
+    let page = ada.get("/caseload").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains("No term is running in the latest export; finished terms are under History"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<table"), "no empty table");
+    let cohorts = ada.get("/cohorts").await;
+    assert!(
+        cohorts
+            .body
+            .contains("No term is running in the latest export")
+    );
+    let history = ada.get("/caseload?term=finished").await;
+    assert!(history.body.contains(">11</a>") && history.body.contains(">21</a>"));
+    assert!(
+        history
+            .body
+            .contains("<h2>BBB-2013J — finished (39 weeks)</h2>")
     );
 }

@@ -40,6 +40,7 @@ pub(crate) fn run_ingest(config: &Config, args: &BenchIngestArgs) -> anyhow::Res
                     presentations: args.presentations,
                     seed: args.seed,
                     gzip_clicks: false,
+                    running_day: None,
                 };
                 generate(&generator, &dir, &mut |_| {})?;
             }

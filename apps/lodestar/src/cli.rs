@@ -83,6 +83,10 @@ pub(crate) enum Command {
     Config(ConfigArgs),
     /// Write a synthetic LMS export in the OULAD schema, at any scale, deterministic per seed.
     Generate(GenerateArgs),
+    /// Make a mid-term export from a finished one: the named presentations lose their outcomes
+    /// and everything dated after the as-of day (for fixtures, demos and for measuring how early
+    /// warnings would have come).
+    Cut(crate::cut::CutArgs),
     /// Validate an LMS export and build the weekly feature snapshot (Parquet + manifest).
     Ingest(IngestArgs),
     /// Create or update the database schema (every service also does this at start-up).
@@ -187,6 +191,15 @@ pub(crate) struct PipelineRunArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// The export's as-of day for every running presentation, in OULAD-schema day numbers:
+    /// records dated after it are refused (default: a source's configured as-of, else each
+    /// running presentation's latest recorded day).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub(crate) as_of_day: Option<i32>,
+    /// The export's as-of date (YYYY-MM-DD) for Moodle and xAPI sources, over the source
+    /// configuration's `as_of`: records dated after it are refused.
+    #[arg(long, value_name = "DATE")]
+    pub(crate) as_of: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +214,14 @@ pub(crate) struct DemoArgs {
     /// The export the demo runs on.
     #[arg(long, value_name = "DIR", default_value = "data-samples/oulad")]
     pub(crate) export: PathBuf,
+    /// The presentation the demo shows as the term under way: the export is cut as if it had
+    /// been taken on --as-of-day (outcomes removed, later records dropped) into
+    /// <data dir>/exports/demo-running; `none` runs on the export as it is.
+    #[arg(long, value_name = "MODULE-PRESENTATION", default_value = "GGG-2013J")]
+    pub(crate) running: String,
+    /// The day the demo's running term is exported on (day 76 of GGG-2013J is in week 10).
+    #[arg(long, value_name = "N", default_value_t = 76)]
+    pub(crate) as_of_day: i32,
     /// Stop after the pipeline run instead of serving.
     #[arg(long)]
     pub(crate) no_serve: bool,
@@ -338,6 +359,15 @@ pub(crate) struct IngestArgs {
     /// Print the manifest as JSON instead of the summary.
     #[arg(long)]
     pub(crate) json: bool,
+    /// The export's as-of day for every running presentation, in OULAD-schema day numbers:
+    /// records dated after it are refused (default: a source's configured as-of, else each
+    /// running presentation's latest recorded day).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub(crate) as_of_day: Option<i32>,
+    /// The export's as-of date (YYYY-MM-DD) for Moodle and xAPI sources, over the source
+    /// configuration's `as_of`: records dated after it are refused.
+    #[arg(long, value_name = "DATE")]
+    pub(crate) as_of: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +394,10 @@ pub(crate) struct GenerateArgs {
     /// Compress the click table as studentVle.csv.gz, as the genuine export ships it.
     #[arg(long)]
     pub(crate) gzip: bool,
+    /// Write the presentations with the latest presentation code as running on day N: outcomes
+    /// empty, no click, submission or unregistration dated after day N.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(crate) running_day: Option<i32>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub(crate) json: bool,

@@ -20,6 +20,7 @@ pub(crate) fn run(config: &Config, args: &GenerateArgs) -> anyhow::Result<()> {
         presentations: args.presentations,
         seed: args.seed,
         gzip_clicks: args.gzip,
+        running_day: args.running_day,
     };
     // Hidden automatically when stderr is not a terminal.
     let bar = ProgressBar::new(args.students).with_style(
@@ -49,6 +50,7 @@ pub(crate) fn run(config: &Config, args: &GenerateArgs) -> anyhow::Result<()> {
             "students": args.students,
             "presentations": args.presentations,
             "seed": args.seed,
+            "running_day": args.running_day,
             "rows": rows,
             "seconds": seconds,
             "rows_per_second": total as f64 / seconds.max(1e-9),
@@ -68,6 +70,11 @@ pub(crate) fn run(config: &Config, args: &GenerateArgs) -> anyhow::Result<()> {
             total as f64 / seconds.max(1e-9),
             args.seed
         );
+        if let Some(day) = args.running_day {
+            println!(
+                "the presentations with the latest code are running as of day {day}: no outcomes, nothing dated after it"
+            );
+        }
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lodestar_domain::{FinalResult, LabelRule};
 use lodestar_ingest::snapshot::QUARANTINE_FILE;
 use lodestar_ingest::sources::{
-    SOURCE_QUARANTINE_FILE, SourceFormat, convert, converted_dir, source_format,
+    SOURCE_QUARANTINE_FILE, SourceFormat, convert_as_of, converted_dir, source_format,
 };
 use lodestar_ingest::{DateWindow, IngestOptions, ingest};
 
@@ -32,7 +32,19 @@ pub(crate) fn run(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
             post_end_days: args.post_end_days,
         },
         label: LabelRule { at_risk },
+        as_of_day: args.as_of_day,
     };
+    let as_of = args
+        .as_of
+        .as_deref()
+        .map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d"))
+        .transpose()
+        .context("--as-of must be a date, YYYY-MM-DD")?;
+    if as_of.is_some() && args.format == "oulad" {
+        anyhow::bail!(
+            "--as-of DATE is for Moodle and xAPI sources, whose records carry dates; an OULAD-schema export counts days: use --as-of-day N"
+        );
+    }
     let started = Instant::now();
     let format: SourceFormat = args.format.parse().map_err(anyhow::Error::msg)?;
     let export = match format {
@@ -56,7 +68,7 @@ pub(crate) fn run(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
             }
             let out = converted_dir(&config.export_dir.value, &args.export)
                 .with_context(|| format!("reading {}", args.export.display()))?;
-            let converted = convert(&args.export, &out)
+            let converted = convert_as_of(&args.export, &out, as_of)
                 .with_context(|| format!("converting {}", args.export.display()))?;
             spinner.suspend(|| {
                 if args.json {
@@ -141,12 +153,25 @@ pub(crate) fn run(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\n{} feature rows: {} students in {} presentations ({}), weeks 0 to the last",
+        "\n{} feature rows: {} students in {} presentations ({}); finished: weeks 0 to the last, running: weeks 0 to the current one",
         m.feature_rows,
         m.student_presentations,
         m.presentations.len(),
         m.presentations.join(", ")
     );
+    for t in &m.terms {
+        let running = if t.is_running() {
+            format!(
+                " ({} of {} students without an outcome yet; as-of day: {})",
+                t.students - t.outcomes_known,
+                t.students,
+                t.as_of_source.describe()
+            )
+        } else {
+            String::new()
+        };
+        println!("  {}: {}{running}", t.presentation, t.describe());
+    }
     if m.quarantined_rows > 0 {
         println!(
             "{} rows quarantined, with file, line and reason: {}",

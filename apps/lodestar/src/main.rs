@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod cli;
 mod config;
+mod cut;
 mod dashboard;
 mod generate;
 mod health;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Config(args) => config.print(args.json),
             Command::Generate(args) => generate::run(&config, args),
+            Command::Cut(args) => cut::run(args),
             Command::Ingest(args) => ingest::run(&config, args),
             Command::Migrate => models::migrate(&config),
             Command::Purge { older_than_days } => models::purge(&config, *older_than_days),

@@ -137,6 +137,23 @@ fn print_summary(summary: &Value) {
                 _ => String::new(),
             }
         );
+        for p in s["presentations"].as_array().into_iter().flatten() {
+            let as_of = match p["as_of_date"].as_str() {
+                Some(d) => format!("as of {d} (day {})", p["as_of_day"]),
+                None => format!("as of day {}", p["as_of_day"]),
+            };
+            println!(
+                "  {} ({}, {as_of}): {} students at week {} of {}",
+                p["presentation"].as_str().unwrap_or("?"),
+                p["state"].as_str().unwrap_or("?"),
+                p["students"],
+                p["week"],
+                p["weeks"]
+            );
+        }
+        for note in s["notes"].as_array().into_iter().flatten() {
+            println!("  note: {}", note.as_str().unwrap_or(""));
+        }
     }
     if let Some(d) = summary.get("drift").filter(|d| !d.is_null()) {
         if let Some(note) = d["note"].as_str() {
@@ -222,6 +239,12 @@ pub(crate) fn run(config: &Config, command: &PipelineCommand) -> anyhow::Result<
         match command {
             PipelineCommand::Run(args) => {
                 let mut settings = config.pipeline.value.clone();
+                if let Some(day) = args.as_of_day {
+                    settings.as_of_day = Some(day);
+                }
+                if let Some(date) = &args.as_of {
+                    settings.as_of = Some(date.clone());
+                }
                 if let Some(device) = &args.device {
                     settings.device = device.parse().map_err(anyhow::Error::msg)?;
                 }
@@ -567,7 +590,7 @@ pub(crate) fn up(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The demo advisor: a new password each time the demo runs, and a caseload of the first
-/// presentation the champion scored.
+/// running presentation the champion scored (this week's students of the term under way).
 async fn demo_advisor(p: &Pipeline) -> anyhow::Result<()> {
     let store = &p.store;
     let model = &p.config.model;
@@ -576,8 +599,20 @@ async fn demo_advisor(p: &Pipeline) -> anyhow::Result<()> {
         .await?
         .context("the demo run left no champion")?;
     let (id, password) = demo_user(store, DEMO_ADVISOR, "advisor").await?;
+    let running: Vec<String> = store
+        .terms()
+        .await?
+        .into_iter()
+        .filter(|t| t.is_running())
+        .map(|t| t.presentation)
+        .collect();
     let scored = store.scored_students(model, champion).await?;
-    let Some((module, presentation, _)) = scored.first().cloned() else {
+    let Some((module, presentation, _)) = scored
+        .iter()
+        .find(|(m, c, _)| running.contains(&format!("{m}-{c}")))
+        .or(scored.first())
+        .cloned()
+    else {
         bail!("the champion scored no student");
     };
     let caseload: Vec<_> = scored
@@ -594,6 +629,37 @@ async fn demo_advisor(p: &Pipeline) -> anyhow::Result<()> {
         "demo admin: {DEMO_ADMIN} / {admin_password} (every student, the model page and the audit log)"
     );
     Ok(())
+}
+
+/// The demo's export: the sample with one presentation cut as a term under way, in
+/// `<exports>/demo-running` (made anew each run); the removed outcomes are kept beside it.
+fn demo_running_export(config: &Config, args: &DemoArgs) -> anyhow::Result<std::path::PathBuf> {
+    let exports = &config.export_dir.value;
+    let dst = exports.join("demo-running");
+    let outcomes = exports.join("demo-running-outcomes.csv");
+    if dst.exists() {
+        std::fs::remove_dir_all(&dst).with_context(|| format!("removing {}", dst.display()))?;
+    }
+    std::fs::create_dir_all(exports).with_context(|| format!("creating {}", exports.display()))?;
+    let cut = lodestar_samples::cut::cut_running(
+        &args.export,
+        &dst,
+        std::slice::from_ref(&args.running),
+        args.as_of_day,
+        Some(&outcomes),
+    )
+    .with_context(|| format!("cutting {} as a running term", args.running))?;
+    println!(
+        "demo: {} shown as the term under way, exported on day {} (week {}): the outcomes of its {} students removed (kept in {} to compare with the live scores) and {} later click rows dropped",
+        args.running,
+        args.as_of_day,
+        lodestar_domain::AsOfWeek::completed_by(args.as_of_day)
+            .map_or_else(|| "none complete".to_owned(), |w| w.0.to_string()),
+        cut.students,
+        outcomes.display(),
+        cut.dropped(lodestar_domain::Table::StudentVle)
+    );
+    Ok(dst)
 }
 
 /// A demo user with a new password (created, or its password reset and lockout lifted).
@@ -625,21 +691,26 @@ pub(crate) fn demo(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             args.export.display()
         );
     }
+    let export = if args.running.eq_ignore_ascii_case("none") {
+        args.export.clone()
+    } else {
+        demo_running_export(config, args)?
+    };
     runtime()?.block_on(async {
         let mut settings = config.pipeline.value.clone();
-        settings.export = Some(args.export.clone());
+        settings.export = Some(export.clone());
         // The sample is one module's slice: its regions and IMD bands hold 30 to 60 students,
         // too few for a subgroup gap to mean anything, so the demo's gate checks ranking and
         // calibration only. Real data keeps the configured limit.
         settings.gate.max_fairness_gap = f64::INFINITY;
         settings.gate.max_ece = settings.gate.max_ece.max(0.2);
-        // The sample's presentations are over: score every week, so the dashboard shows each
-        // student's risk as the course went.
+        // Score the running term's earlier weeks too, so the dashboard shows each student's
+        // risk as the course went, up to this week.
         settings.score_history = true;
         let p = pipeline(config, settings).await?;
         println!(
             "demo: running the pipeline on {} into {}",
-            args.export.display(),
+            export.display(),
             config.data_dir.value.display()
         );
         println!(

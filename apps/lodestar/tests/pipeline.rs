@@ -16,6 +16,24 @@ use serde_json::Value;
 mod common;
 use common::*;
 
+/// Students of `presentation` in the export's studentRegistration still registered at the end
+/// of the week complete on `day` (not unregistered on or before its cutoff day).
+fn registered_at(export: &Path, presentation: &str, day: i32) -> u64 {
+    let cutoff = 7 * ((day - 6) / 7) + 6;
+    let (module, code) = presentation.split_once('-').unwrap();
+    let text = std::fs::read_to_string(export.join("studentRegistration.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .map(|f| f.trim().trim_matches('"'))
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| f[0] == module && f[1] == code)
+        .filter(|f| f[4].is_empty() || f[4].parse::<i32>().unwrap() > cutoff)
+        .count() as u64
+}
+
 fn statuses(run: &Value) -> Vec<(String, String)> {
     run["steps"]
         .as_array()
@@ -89,8 +107,43 @@ fn a_full_run_then_a_rerun_from_the_cache_with_the_summary_sent_to_the_webhook()
         let run = doc["run"].as_i64().unwrap();
         let summary = &doc["summary"];
         assert_eq!(summary["gate"]["promoted"], true);
+        // Tonight's students: every student of the running presentation still registered at
+        // its current week, and nobody of the finished ones.
         let stored = summary["score"]["stored"].as_u64().unwrap();
-        assert!(stored > 1000, "{summary}");
+        let registered = registered_at(&e.dir.path().join("export"), RUNNING, RUNNING_AS_OF_DAY);
+        assert_eq!(stored, registered, "{summary}");
+        assert_eq!(
+            summary["score"]["presentations"],
+            serde_json::json!([{"presentation": RUNNING, "state": "running", "week": RUNNING_WEEK,
+                "weeks": 38, "as_of_day": RUNNING_AS_OF_DAY, "as_of_date": null, "students": registered}]),
+            "{summary}"
+        );
+        assert_eq!(
+            summary["score"]["weeks"],
+            serde_json::json!({RUNNING: RUNNING_WEEK})
+        );
+        let terms = summary["terms"].as_array().unwrap();
+        assert_eq!(terms.len(), 3, "{summary}");
+        for t in terms {
+            let running = t["presentation"] == RUNNING;
+            assert_eq!(
+                t["state"],
+                if running { "running" } else { "finished" },
+                "{t}"
+            );
+        }
+        // Trained on the finished 2013B, tested on the finished BBB-2013J only.
+        let models = e.json(&["models", "show", "at-risk", "--json"]);
+        let report = &models[0]["report"];
+        assert_eq!(
+            report["test_presentations"],
+            serde_json::json!(["BBB-2013J"]),
+            "{models}"
+        );
+        assert_eq!(
+            report["train_presentations"],
+            serde_json::json!(["BBB-2013B"])
+        );
         // Tonight's snapshot is the champion's own: nothing to compare.
         assert!(
             summary["drift"]["note"]
@@ -509,17 +562,29 @@ fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
     let run = run_through_api(&base, &token);
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["trigger"], "api");
-    let (_, risk) = riskiest_student(&base, &token, "BBB-2013J");
+    // The demo shows a term under way: GGG-2013J as exported on day 76, scored at week 10.
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("GGG-2013J shown as the term under way")),
+        "{printed:#?}"
+    );
+    let (_, risk) = riskiest_student(&base, &token, "GGG-2013J");
     assert!(
         risk["current"]["factors_up"][0]["text"].is_string(),
         "{risk}"
     );
+    assert_eq!(risk["term"]["state"], "running", "{risk}");
+    assert_eq!(risk["term"]["as_of_week"], 10, "{risk}");
+    assert_eq!(risk["term"]["as_of_day"], 76, "{risk}");
     let (status, body) = http_get(&base, "/v1/pipeline/runs/999");
     assert_eq!(status, 401, "no token: {body}");
     // The demo advisor signs in to the dashboard and sees the caseload.
     let caseload = dashboard_page(&base, "advisor", password, "/caseload");
     assert!(
-        caseload.contains("riskiest first") && caseload.contains("href=\"/students/BBB-2013J/"),
+        caseload.contains("riskiest first")
+            && caseload.contains("href=\"/students/GGG-2013J/")
+            && caseload.contains("running, as of day 76, week 10 of 38"),
         "{caseload}"
     );
     // The demo admin sees the latest run as the notify step summarised it.

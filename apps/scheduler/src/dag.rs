@@ -66,15 +66,15 @@ pub const PIPELINE: [StepSpec; 9] = [
     ),
     step(
         "gate",
-        &["register"],
+        &["features", "train", "evaluate", "register"],
         false,
-        "promote the new version if it passes the gate against the champion, or keep the champion",
+        "score the champion on tonight's test rows and promote the new version if it passes the gate against it, or keep the champion",
     ),
     step(
         "score",
         &["features", "gate"],
         true,
-        "score and explain every active student of the current presentations",
+        "record each presentation's term; score and explain every registered student of the running presentations at their current week",
     ),
     step(
         "drift",

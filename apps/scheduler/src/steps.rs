@@ -520,11 +520,11 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
             let o = train_options(p);
             let report = blocking(move || {
                 let s = read_snapshot(&f.dir)?;
-                Ok(evaluate_artifact(&s, &artifact, &t.protocol, &weeks, &o).map_err(|e| {
+                evaluate_artifact(&s, &artifact, &t.protocol, &weeks, &o).map_err(|e| {
                     StepError::permanent(format!(
                         "the champion (version {c}) cannot be scored on tonight's test rows, so the gate cannot compare: {e}"
                     ))
-                })?)
+                })
             })
             .await?;
             Some((c, report))

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use lodestar_domain::TermState;
 use sqlx::Row;
 
 use crate::ops::user_from;
@@ -89,6 +90,35 @@ pub struct Note {
 
 /// A student key: module, presentation, student.
 pub type StudentKey = (String, String, i64);
+
+/// How a query keeps only the presentations of one term state (bound as `$2`).
+struct TermFilter {
+    join: String,
+    filter: &'static str,
+}
+
+/// The join on `presentation_terms` (alias `t`) for presentations in state `term` (`$2`):
+/// running ones only at their current week (`week`, when not empty); finished ones together
+/// with presentations whose term was never recorded.
+fn term_filter(term: TermState, module: &str, presentation: &str, week: &str) -> TermFilter {
+    let on = format!("t.code_module = {module} AND t.code_presentation = {presentation}");
+    match term {
+        TermState::Running => TermFilter {
+            join: if week.is_empty() {
+                format!("JOIN presentation_terms t ON {on} AND t.state = $2")
+            } else {
+                format!(
+                    "JOIN presentation_terms t ON {on} AND t.state = $2 AND t.current_week = {week}"
+                )
+            },
+            filter: "",
+        },
+        TermState::Finished => TermFilter {
+            join: format!("LEFT JOIN presentation_terms t ON {on}"),
+            filter: "AND (t.state IS NULL OR t.state = $2)",
+        },
+    }
+}
 
 impl Store {
     /// A user by id.
@@ -226,8 +256,17 @@ impl Store {
     }
 
     /// The caseload view: for each student of `user`'s caseload (every scored student when
-    /// `None`), the latest prediction and the previous scored week's.
-    pub async fn caseload_view(&self, user: Option<i64>) -> Result<Vec<CaseloadEntry>, StoreError> {
+    /// `None`), the latest prediction and the previous scored week's, over the presentations
+    /// recorded (by [`Store::record_terms`]) in state `term`. `Running`: only students scored at
+    /// their presentation's current week (tonight's students; one who withdrew has no score
+    /// there). `Finished`: history, each student's latest score, including presentations whose
+    /// term was never recorded (predictions stored before terms were).
+    pub async fn caseload_view(
+        &self,
+        user: Option<i64>,
+        term: TermState,
+    ) -> Result<Vec<CaseloadEntry>, StoreError> {
+        let terms = term_filter(term, "cr.code_module", "cr.code_presentation", "cr.week");
         let scope = if user.is_some() {
             "JOIN caseloads c ON c.code_module = cr.code_module AND c.code_presentation = cr.code_presentation \
              AND c.id_student = cr.id_student AND c.user_id = $1"
@@ -250,12 +289,15 @@ impl Store {
             "SELECT cr.code_module, cr.code_presentation, cr.id_student, p.id, p.as_of_week, p.probability, \
                p.tier, {reason} AS top_reason, {days} AS days_idle, q.as_of_week AS previous_week, \
                q.probability AS previous_probability, q.tier AS previous_tier \
-             FROM current_risk cr {scope} JOIN predictions p ON p.id = cr.prediction_id \
-             LEFT JOIN predictions q ON q.id = cr.previous_id WHERE $1 = $1 \
-             ORDER BY cr.code_module, cr.code_presentation, cr.id_student"
+             FROM current_risk cr {scope} {join} JOIN predictions p ON p.id = cr.prediction_id \
+             LEFT JOIN predictions q ON q.id = cr.previous_id WHERE $1 = $1 {filter} \
+             ORDER BY cr.code_module, cr.code_presentation, cr.id_student",
+            join = terms.join,
+            filter = terms.filter,
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user.unwrap_or(0))
+            .bind(term.as_str())
             .fetch_all(self.pool())
             .await?;
         let mut out: Vec<CaseloadEntry> = Vec::with_capacity(rows.len());
@@ -368,11 +410,15 @@ impl Store {
     }
 
     /// Students per presentation, week and tier (each student's latest score of the week), in
-    /// `user`'s caseload or everyone's: (module, presentation, week, tier, count).
+    /// `user`'s caseload or everyone's, over the presentations in state `term` as
+    /// [`Store::caseload_view`] reads them (running: weeks up to the current one; finished: also
+    /// presentations never recorded): (module, presentation, week, tier, count).
     pub async fn tier_counts(
         &self,
         user: Option<i64>,
+        term: TermState,
     ) -> Result<Vec<(String, String, i64, String, i64)>, StoreError> {
+        let terms = term_filter(term, "p.code_module", "p.code_presentation", "");
         let scope = if user.is_some() {
             "JOIN caseloads c ON c.code_module = p.code_module AND c.code_presentation = p.code_presentation \
              AND c.id_student = p.id_student AND c.user_id = $1"
@@ -381,13 +427,21 @@ impl Store {
         };
         let sql = format!(
             "SELECT p.code_module, p.code_presentation, p.as_of_week, p.tier, COUNT(*) AS n FROM predictions p \
-             WHERE p.id IN (SELECT MAX(p.id) FROM predictions p {scope} \
-               GROUP BY p.code_module, p.code_presentation, p.id_student, p.as_of_week) \
+             {join} WHERE p.id IN (SELECT MAX(p.id) FROM predictions p {scope} \
+               GROUP BY p.code_module, p.code_presentation, p.id_student, p.as_of_week) {filter} {upto} \
              GROUP BY p.code_module, p.code_presentation, p.as_of_week, p.tier \
-             ORDER BY p.code_module, p.code_presentation, p.as_of_week, p.tier"
+             ORDER BY p.code_module, p.code_presentation, p.as_of_week, p.tier",
+            join = terms.join,
+            filter = terms.filter,
+            upto = if term == TermState::Running {
+                "AND p.as_of_week <= t.current_week"
+            } else {
+                ""
+            },
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user.unwrap_or(0))
+            .bind(term.as_str())
             .fetch_all(self.pool())
             .await?;
         rows.iter()

@@ -1,7 +1,8 @@
 //! The store shared by every Lodestar service: the model registry (immutable numbered versions,
 //! movable aliases with their full history, gated promotion, rollback) and checksummed model
-//! artifacts, over SQLite (default) or PostgreSQL through one API (runtime-checked sqlx queries,
-//! migrations per backend under `migrations/`).
+//! artifacts, each presentation's term (running or finished, as of which day), over SQLite
+//! (default) or PostgreSQL through one API (runtime-checked sqlx queries, migrations per
+//! backend under `migrations/`).
 
 mod artifacts;
 mod card;
@@ -10,6 +11,7 @@ mod error;
 mod lease;
 mod ops;
 mod registry;
+mod terms;
 
 pub use artifacts::{ArtifactRef, ArtifactStore};
 pub use card::model_card;
@@ -20,7 +22,7 @@ pub use ops::{
     ApiToken, CohortPage, NewPrediction, NewRun, PipelineRun, Prediction, StepRun, TokenInfo, User,
     latest_of_each_week,
 };
-pub use registry::{AliasMove, CHAMPION, ModelVersion, NewVersion, Promotion};
+pub use registry::{AliasMove, CHAMPION, GateEvidence, ModelVersion, NewVersion, Promotion};
 
 use std::str::FromStr;
 use std::sync::Once;

@@ -103,6 +103,74 @@ pub struct Promotion {
     pub reason: String,
     /// Skip the gate; the reason is then required.
     pub force: bool,
+    /// Candidate and champion evaluated tonight on one test set, so the gate compares like with
+    /// like; `None`: the versions' stored reports (as the command line promotes).
+    pub evidence: Option<GateEvidence>,
+}
+
+/// The candidate and the current champion evaluated on the same rows (tonight's test set),
+/// for the gate to compare instead of reports made on different data. The versions' stored
+/// reports never change.
+#[derive(Debug, Clone)]
+pub struct GateEvidence {
+    /// The candidate's report on tonight's test set.
+    pub candidate: EvaluationReport,
+    /// The current champion's version and its report on the same test set (`None` when there
+    /// is no champion).
+    pub champion: Option<(i64, EvaluationReport)>,
+}
+
+/// What the alias move records of a gate decision: the verdict, and where the compared
+/// reports came from.
+#[derive(serde::Serialize)]
+struct GateRecord<'a> {
+    passed: bool,
+    reasons: &'a [String],
+    /// `tonight`: both evaluated on one test set ([`GateEvidence`]); `stored`: the versions'
+    /// own reports.
+    compared_on: &'static str,
+    /// The presentations the comparison was made on.
+    test_presentations: &'a [String],
+    /// The champion compared against.
+    champion_version: Option<i64>,
+}
+
+/// The gate over evidence from one test set: the candidate against the champion evaluated on
+/// the same rows. Evidence about another champion than the current one, or lacking the
+/// champion while there is one, refuses; so does a gate week either side lacks.
+fn gate_on_evidence(
+    gate: &PromotionGate,
+    evidence: &GateEvidence,
+    current: Option<i64>,
+) -> GateDecision {
+    let champion = match (current, &evidence.champion) {
+        (None, None) => None,
+        (None, Some((v, _))) => {
+            return refused(format!(
+                "tonight's evaluation compared against version {v}, but there is no champion now; evaluate again"
+            ));
+        }
+        (Some(c), None) => {
+            return refused(format!(
+                "version {c} is champion but tonight's evaluation has no report of it on the same rows; the gate never passes by default"
+            ));
+        }
+        (Some(c), Some((v, _))) if *v != c => {
+            return refused(format!(
+                "the champion moved to version {c} after tonight's evaluation compared against version {v}; evaluate again"
+            ));
+        }
+        (Some(_), Some((_, report))) => Some(report),
+    };
+    // The gate refuses a week missing on either side (PromotionGate::evaluate).
+    gate.evaluate(&evidence.candidate, champion)
+}
+
+fn refused(reason: String) -> GateDecision {
+    GateDecision {
+        passed: false,
+        reasons: vec![reason],
+    }
 }
 
 /// The columns of `model_versions`, as a literal so queries stay static strings.
@@ -357,7 +425,7 @@ impl Store {
         }
         let mut tx = self.pool().begin().await?;
         lock_model(&mut tx, &p.model).await?;
-        let candidate = report_of(&mut tx, &p.model, p.version).await?;
+        let stored = report_of(&mut tx, &p.model, p.version).await?;
         let current = current_alias(&mut tx, &p.model, CHAMPION).await?;
         if current == Some(p.version) {
             return Err(StoreError::AlreadyHolds {
@@ -366,16 +434,36 @@ impl Store {
                 version: p.version,
             });
         }
-        let champion = match current {
-            Some(v) => Some(report_of(&mut tx, &p.model, v).await?),
-            None => None,
+        let (decision, compared_on, test_presentations): (GateDecision, _, _) = match &p.evidence {
+            Some(evidence) => (
+                gate_on_evidence(&p.gate, evidence, current),
+                "tonight",
+                evidence.candidate.test_presentations.clone(),
+            ),
+            None => {
+                let champion = match current {
+                    Some(v) => Some(report_of(&mut tx, &p.model, v).await?),
+                    None => None,
+                };
+                (
+                    p.gate.evaluate(&stored, champion.as_ref()),
+                    "stored",
+                    stored.test_presentations.clone(),
+                )
+            }
         };
-        let decision: GateDecision = p.gate.evaluate(&candidate, champion.as_ref());
         if !decision.passed && !p.force {
             tx.rollback().await?;
             return Err(StoreError::GateRefused(decision));
         }
-        let gate = serde_json::to_string(&decision).map_err(|e| json_err("gate", e))?;
+        let gate = serde_json::to_string(&GateRecord {
+            passed: decision.passed,
+            reasons: &decision.reasons,
+            compared_on,
+            test_presentations: &test_presentations,
+            champion_version: current,
+        })
+        .map_err(|e| json_err("gate", e))?;
         let m = move_alias(
             &mut tx,
             &p.model,

@@ -6,8 +6,12 @@ use std::fs;
 
 use lodestar_domain::evaluation::{SubgroupGaps, WeekMetrics};
 use lodestar_domain::features::ProtectedAttribute;
-use lodestar_domain::{EvaluationReport, PromotionGate};
-use lodestar_store::{ArtifactStore, CHAMPION, NewVersion, Promotion, Store, StoreError};
+use lodestar_domain::{
+    AsOfSource, AsOfWeek, EvaluationReport, PresentationTerm, PromotionGate, TermState,
+};
+use lodestar_store::{
+    ArtifactStore, CHAMPION, GateEvidence, NewVersion, Promotion, Store, StoreError,
+};
 
 /// A store on a fresh database, and the folder its artifacts go to.
 struct TestDb {
@@ -109,6 +113,9 @@ both_backends!(
     users_caseloads_and_notes,
     tokens_are_stored_hashed_and_can_be_revoked,
     sessions_lockout_and_the_caseload_view,
+    terms_are_recorded_running_first_and_kept,
+    the_caseload_reads_running_terms_at_their_current_week,
+    the_gate_on_tonights_rows_compares_the_same_champion,
 );
 
 fn report(auc: f64) -> EvaluationReport {
@@ -178,6 +185,7 @@ fn promotion(model: &str, version: i64) -> Promotion {
         actor: "alice".into(),
         reason: "nightly evaluation".into(),
         force: false,
+        evidence: None,
     }
 }
 
@@ -754,7 +762,10 @@ async fn sessions_lockout_and_the_caseload_view(db: TestDb) {
     s.insert_predictions(&rows).await.unwrap();
     s.assign(ada, "BBB", "2013J", 11).await.unwrap();
     s.assign(ada, "BBB", "2013J", 12).await.unwrap();
-    let view = s.caseload_view(Some(ada)).await.unwrap();
+    let view = s
+        .caseload_view(Some(ada), TermState::Finished)
+        .await
+        .unwrap();
     assert_eq!(view.len(), 2);
     assert_eq!(
         (view[0].id_student, view[0].week, view[0].probability),
@@ -767,7 +778,10 @@ async fn sessions_lockout_and_the_caseload_view(db: TestDb) {
     );
     assert_eq!(view[1].previous, None);
     assert_eq!(
-        s.caseload_view(None).await.unwrap().len(),
+        s.caseload_view(None, TermState::Finished)
+            .await
+            .unwrap()
+            .len(),
         3,
         "everyone for an admin"
     );
@@ -792,4 +806,289 @@ async fn sessions_lockout_and_the_caseload_view(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(s.feedback_on(id).await.unwrap()[0].0, "acknowledged");
+}
+
+fn term(presentation: &str, state: TermState, as_of_day: i32) -> PresentationTerm {
+    let running = state == TermState::Running;
+    PresentationTerm {
+        presentation: presentation.into(),
+        state,
+        length_days: 269,
+        start_date: None,
+        as_of_day,
+        as_of_source: if running {
+            AsOfSource::LatestActivity
+        } else {
+            AsOfSource::Finished
+        },
+        current_week: if running {
+            AsOfWeek::completed_by(as_of_day)
+        } else {
+            Some(AsOfWeek::last_of(269))
+        },
+        students: 40,
+        outcomes_known: if running { 3 } else { 40 },
+    }
+}
+
+async fn terms_are_recorded_running_first_and_kept(db: TestDb) {
+    let s = &db.store;
+    assert!(s.terms().await.unwrap().is_empty());
+    assert_eq!(s.term("BBB", "2014J").await.unwrap(), None);
+    let mut running = term("BBB-2014J", TermState::Running, 76);
+    running.start_date = Some("2014-10-04".into());
+    running.as_of_source = AsOfSource::Configured;
+    let finished = term("BBB-2013J", TermState::Finished, 268);
+    let early = term("AAA-2014J", TermState::Running, 3);
+    s.record_terms(
+        &[finished.clone(), running.clone(), early.clone()],
+        "snap-1",
+    )
+    .await
+    .unwrap();
+    let all = s.terms().await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|t| t.presentation.as_str())
+            .collect::<Vec<_>>(),
+        ["AAA-2014J", "BBB-2014J", "BBB-2013J"],
+        "running first, then by presentation"
+    );
+    assert_eq!(all[1], running, "every field round-trips");
+    assert_eq!(all[0].current_week, None, "no week complete before day 6");
+    assert_eq!(all[2], finished);
+    assert_eq!(
+        s.term("BBB", "2014J").await.unwrap().unwrap().describe(),
+        "running, as of 19 Dec 2014, week 10 of 39"
+    );
+    // The next night: BBB-2014J moves on a week, AAA-2014J is no longer exported (kept as it
+    // was), BBB-2014B appears; one transaction, an upsert.
+    let mut later = running.clone();
+    later.as_of_day = 83;
+    later.current_week = AsOfWeek::completed_by(83);
+    later.outcomes_known = 5;
+    let b = term("BBB-2014B", TermState::Finished, 268);
+    s.record_terms(&[later.clone(), b.clone()], "snap-2")
+        .await
+        .unwrap();
+    assert_eq!(s.term("BBB", "2014J").await.unwrap(), Some(later.clone()));
+    assert_eq!(s.term("AAA", "2014J").await.unwrap(), Some(early));
+    assert_eq!(s.terms().await.unwrap().len(), 4);
+    // The term ends: it is finished from then on.
+    let mut ended = later;
+    ended.state = TermState::Finished;
+    ended.as_of_source = AsOfSource::Finished;
+    ended.outcomes_known = ended.students;
+    s.record_terms(std::slice::from_ref(&ended), "snap-3")
+        .await
+        .unwrap();
+    let all = s.terms().await.unwrap();
+    assert_eq!(all[0].presentation, "AAA-2014J");
+    assert_eq!(
+        all.iter().filter(|t| t.state == TermState::Running).count(),
+        1
+    );
+    assert_eq!(s.term("BBB", "2014J").await.unwrap(), Some(ended));
+    // A presentation id that is not MODULE-PRESENTATION is refused and nothing of the batch
+    // is written.
+    let new_one = term("CCC-2014J", TermState::Running, 10);
+    let bad = term("nodash", TermState::Running, 10);
+    let err = s.record_terms(&[new_one, bad], "snap-4").await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert_eq!(s.term("CCC", "2014J").await.unwrap(), None);
+}
+
+fn scored(
+    module: &str,
+    code: &str,
+    student: i64,
+    week: i64,
+    p: f64,
+) -> lodestar_store::NewPrediction {
+    lodestar_store::NewPrediction {
+        code_module: module.into(),
+        code_presentation: code.into(),
+        ..prediction(student, week, p)
+    }
+}
+
+async fn the_caseload_reads_running_terms_at_their_current_week(db: TestDb) {
+    let s = &db.store;
+    let ada = s
+        .create_user("ada", "advisor", "$argon2id$x")
+        .await
+        .unwrap();
+    s.insert_predictions(&[
+        // BBB-2014J runs, current week 10: students 1 and 2 scored there; 3 withdrew after week 4.
+        scored("BBB", "2014J", 1, 9, 0.3),
+        scored("BBB", "2014J", 1, 10, 0.8),
+        scored("BBB", "2014J", 2, 10, 0.2),
+        scored("BBB", "2014J", 3, 4, 0.9),
+        // BBB-2013J has ended.
+        scored("BBB", "2013J", 7, 38, 0.6),
+        // CCC-2013B was scored before terms were recorded: history.
+        scored("CCC", "2013B", 8, 20, 0.5),
+    ])
+    .await
+    .unwrap();
+    for (m, c, id) in [
+        ("BBB", "2014J", 1),
+        ("BBB", "2014J", 3),
+        ("BBB", "2013J", 7),
+    ] {
+        s.assign(ada, m, c, id).await.unwrap();
+    }
+    // No term recorded yet: nothing is running, everything is history.
+    assert!(
+        s.caseload_view(None, TermState::Running)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.caseload_view(None, TermState::Finished)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    s.record_terms(
+        &[
+            term("BBB-2014J", TermState::Running, 76),
+            term("BBB-2013J", TermState::Finished, 268),
+        ],
+        "snap",
+    )
+    .await
+    .unwrap();
+    let running = s.caseload_view(None, TermState::Running).await.unwrap();
+    assert_eq!(
+        running
+            .iter()
+            .map(|e| (e.id_student, e.week, e.probability))
+            .collect::<Vec<_>>(),
+        [(1, 10, 0.8), (2, 10, 0.2)],
+        "tonight's students at week 10; the one who withdrew is not listed"
+    );
+    assert_eq!(running[0].previous.as_ref().map(|p| p.0), Some(9));
+    let mine = s
+        .caseload_view(Some(ada), TermState::Running)
+        .await
+        .unwrap();
+    assert_eq!(mine.iter().map(|e| e.id_student).collect::<Vec<_>>(), [1]);
+    let history = s.caseload_view(None, TermState::Finished).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|e| (
+                e.code_module.as_str(),
+                e.code_presentation.as_str(),
+                e.id_student
+            ))
+            .collect::<Vec<_>>(),
+        [("BBB", "2013J", 7), ("CCC", "2013B", 8)]
+    );
+    // The cohort counts read the same presentations: running ones up to their current week.
+    let counts = s.tier_counts(None, TermState::Running).await.unwrap();
+    assert!(
+        counts
+            .iter()
+            .all(|(m, c, w, _, _)| (m.as_str(), c.as_str()) == ("BBB", "2014J") && *w <= 10),
+        "{counts:?}"
+    );
+    let at_10: i64 = counts.iter().filter(|r| r.2 == 10).map(|r| r.4).sum();
+    assert_eq!(at_10, 2);
+    let mine = s.tier_counts(Some(ada), TermState::Finished).await.unwrap();
+    assert_eq!(mine, [("BBB".into(), "2013J".into(), 38, "low".into(), 1)]);
+}
+
+async fn the_gate_on_tonights_rows_compares_the_same_champion(db: TestDb) {
+    let v1 = register(&db, "m", 0.70).await;
+    // v2's stored report is far better than v1's, but on tonight's rows the comparison differs.
+    let v2 = register(&db, "m", 0.90).await;
+    let v3 = register(&db, "m", 0.60).await;
+    // The first champion: evidence naming a champion while there is none refuses.
+    let mut first = promotion("m", v1);
+    first.evidence = Some(GateEvidence {
+        candidate: report(0.80),
+        champion: Some((v3, report(0.7))),
+    });
+    let err = db.store.promote(&first).await.unwrap_err();
+    assert!(matches!(err, StoreError::GateRefused(_)), "{err}");
+    first.evidence = Some(GateEvidence {
+        candidate: report(0.80),
+        champion: None,
+    });
+    db.store.promote(&first).await.unwrap();
+    let history = db.store.alias_history("m").await.unwrap();
+    let gate: serde_json::Value =
+        serde_json::from_str(history[0].gate.as_deref().unwrap()).unwrap();
+    assert_eq!(gate["compared_on"], "tonight");
+    assert_eq!(gate["test_presentations"][0], "BBB-2013J");
+
+    // Tonight's rows: v2 scores 0.86, the champion v1 0.855: not better by the margin,
+    // although v2's stored report (0.90) beats v1's (0.70).
+    let mut p = promotion("m", v2);
+    p.evidence = Some(GateEvidence {
+        candidate: report(0.86),
+        champion: Some((v1, report(0.855))),
+    });
+    let err = db.store.promote(&p).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not beat the champion's 0.8550"),
+        "{err}"
+    );
+    // A gate week missing on the champion's side refuses; it never passes by default.
+    let mut no_week_10 = report(0.70);
+    no_week_10.weeks.retain(|w| w.week != 10);
+    p.evidence = Some(GateEvidence {
+        candidate: report(0.86),
+        champion: Some((v1, no_week_10)),
+    });
+    let err = db.store.promote(&p).await.unwrap_err();
+    let StoreError::GateRefused(decision) = &err else {
+        panic!("{err}")
+    };
+    assert!(!decision.passed);
+    assert!(err.to_string().contains("week 10"), "{err}");
+    // Evidence about another champion than the current one (it moved meanwhile) refuses.
+    p.evidence = Some(GateEvidence {
+        candidate: report(0.86),
+        champion: Some((v3, report(0.5))),
+    });
+    let err = db.store.promote(&p).await.unwrap_err();
+    assert!(matches!(err, StoreError::GateRefused(_)), "{err}");
+    assert!(err.to_string().contains("version 1"), "{err}");
+    // Evidence without the champion while there is one refuses.
+    p.evidence = Some(GateEvidence {
+        candidate: report(0.86),
+        champion: None,
+    });
+    let err = db.store.promote(&p).await.unwrap_err();
+    assert!(matches!(err, StoreError::GateRefused(_)), "{err}");
+    // Nothing moved, and no stored report changed.
+    assert_eq!(db.store.alias("m", CHAMPION).await.unwrap(), Some(v1));
+    assert_eq!(db.store.alias_history("m").await.unwrap().len(), 1);
+    assert_eq!(
+        db.store.version("m", v2).await.unwrap().report,
+        report(0.90)
+    );
+    // On the same rows, a real improvement passes; the move says what was compared.
+    p.evidence = Some(GateEvidence {
+        candidate: report(0.90),
+        champion: Some((v1, report(0.85))),
+    });
+    let m = db.store.promote(&p).await.unwrap();
+    let gate: serde_json::Value = serde_json::from_str(m.gate.as_deref().unwrap()).unwrap();
+    assert_eq!(gate["passed"], true);
+    assert_eq!(gate["compared_on"], "tonight");
+    assert_eq!(gate["champion_version"], v1);
+    assert_eq!(
+        db.store.version("m", v1).await.unwrap().report,
+        report(0.70)
+    );
+    // Without evidence the stored reports decide, as the command line promotes.
+    let err = db.store.promote(&promotion("m", v3)).await.unwrap_err();
+    assert!(err.to_string().contains("0.6000"), "{err}");
 }

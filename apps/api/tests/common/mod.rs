@@ -122,6 +122,7 @@ pub async fn register_and_promote(store: &Store, artifacts: &ArtifactStore, v: i
             actor: "test".into(),
             reason: "test fixture".into(),
             force: true,
+            evidence: None,
         })
         .await
         .unwrap();

@@ -6,6 +6,7 @@
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString};
 use lodestar_dashboard::{Dashboard, DashboardConfig};
+use lodestar_domain::{AsOfSource, AsOfWeek, PresentationTerm, TermState};
 use lodestar_store::{NewPrediction, Store};
 use serde_json::{Value, json};
 
@@ -35,6 +36,11 @@ fn hash(password: &str) -> String {
 }
 
 fn prediction(student: i64, week: i64, p: f64) -> NewPrediction {
+    scored("2013J", student, week, p)
+}
+
+/// A score of `student` in BBB-`code` at `week`, with an explanation and context.
+pub fn scored(code: &str, student: i64, week: i64, p: f64) -> NewPrediction {
     let tier = lodestar_domain::TierThresholds::default()
         .tier(p)
         .as_str()
@@ -43,7 +49,7 @@ fn prediction(student: i64, week: i64, p: f64) -> NewPrediction {
         model: "at-risk".into(),
         version: 1,
         code_module: "BBB".into(),
-        code_presentation: "2013J".into(),
+        code_presentation: code.into(),
         id_student: student,
         as_of_week: week,
         probability: p,
@@ -58,9 +64,34 @@ fn prediction(student: i64, week: i64, p: f64) -> NewPrediction {
     }
 }
 
-/// Users `ada` and `bob` (advisors) and `root` (admin), all with [`PASSWORD`]; students 11 and
-/// 13 in ada's caseload, 12 in bob's; each scored at weeks 1 to 3; and 14, ada's too, scored at
-/// weeks 1 and 2 only (withdrawn).
+/// BBB-`code` as the export left it: running as of `as_of_day` (its current week the last one
+/// complete then), or finished; 269 days long.
+pub fn term(code: &str, state: TermState, as_of_day: i32) -> PresentationTerm {
+    let running = state == TermState::Running;
+    PresentationTerm {
+        presentation: format!("BBB-{code}"),
+        state,
+        length_days: 269,
+        start_date: None,
+        as_of_day,
+        as_of_source: if running {
+            AsOfSource::LatestActivity
+        } else {
+            AsOfSource::Finished
+        },
+        current_week: if running {
+            AsOfWeek::completed_by(as_of_day)
+        } else {
+            Some(AsOfWeek::last_of(269))
+        },
+        students: 4,
+        outcomes_known: if running { 0 } else { 4 },
+    }
+}
+
+/// Users `ada` and `bob` (advisors) and `root` (admin), all with [`PASSWORD`]; BBB-2013J
+/// running as of day 27 (week 3 current); students 11 and 13 in ada's caseload, 12 in bob's;
+/// each scored at weeks 1 to 3; and 14, ada's too, scored at weeks 1 and 2 only (withdrawn).
 pub async fn start(config: DashboardConfig) -> TestDashboard {
     let dir = tempfile::tempdir().unwrap();
     let url = format!(
@@ -90,6 +121,10 @@ pub async fn start(config: DashboardConfig) -> TestDashboard {
     store.assign(ada, "BBB", "2013J", 11).await.unwrap();
     store.assign(ada, "BBB", "2013J", 13).await.unwrap();
     store.assign(bob, "BBB", "2013J", 12).await.unwrap();
+    store
+        .record_terms(&[term("2013J", TermState::Running, 27)], "fixture")
+        .await
+        .unwrap();
     let dashboard = Dashboard::new(store.clone(), config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

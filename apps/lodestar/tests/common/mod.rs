@@ -14,6 +14,33 @@ pub(crate) fn sample_export() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-samples/oulad")
 }
 
+/// The running term of the fixtures: the genuine sample's GGG-2013J, exported on day 76 (its
+/// week 10 complete).
+pub(crate) const RUNNING: &str = "GGG-2013J";
+/// The day the running fixture is exported on.
+pub(crate) const RUNNING_AS_OF_DAY: i32 = 76;
+/// Its current week: the last week complete on day 76 (cutoff 7k+6 = 76).
+pub(crate) const RUNNING_WEEK: u16 = 10;
+
+/// The mixed fixture: the genuine sample with [`RUNNING`] cut as a term under way on
+/// [`RUNNING_AS_OF_DAY`] (outcomes removed, later clicks, submissions and unregistrations
+/// dropped), BBB-2013B and BBB-2013J finished. Written to `dir/export`; the removed outcomes to
+/// `dir/outcomes.csv`.
+pub(crate) fn running_export(dir: &Path) -> PathBuf {
+    let out = dir.join("export");
+    if !out.is_dir() {
+        lodestar_samples::cut::cut_running(
+            &sample_export(),
+            &out,
+            &[RUNNING.to_owned()],
+            RUNNING_AS_OF_DAY,
+            Some(&dir.join("outcomes.csv")),
+        )
+        .expect("cutting the running fixture");
+    }
+    out
+}
+
 /// A data folder and database for one test.
 pub(crate) struct Env {
     pub(crate) dir: tempfile::TempDir,
@@ -91,7 +118,7 @@ pub(crate) fn env(name: &str, postgres: bool) -> Option<Env> {
         "[pipeline]\n",
         &format!(
             "[pipeline]\nexport = {:?}\n",
-            sample_export().display().to_string()
+            running_export(dir.path()).display().to_string()
         ),
     );
     std::fs::write(dir.path().join("lodestar.toml"), config).unwrap();

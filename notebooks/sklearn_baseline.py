@@ -3,8 +3,10 @@
 Reads the snapshot's features.parquet (the same file `lodestar evaluate` reads), trains on the
 training presentations' rows of students still registered at each row's week, and reports ROC AUC
 at each as-of week on the test presentations' students still registered at the end of that week.
+Only rows with a known outcome count: a running presentation's rows (no label yet) are left out, so
+name finished presentations (the report's `train_presentations` and `test_presentations`).
 
-    python notebooks/sklearn_baseline.py SNAPSHOT_DIR --train 2013B --test 2013J --weeks 5,10,20
+    python notebooks/sklearn_baseline.py SNAPSHOT_DIR --train BBB-2013B --test BBB-2013J --weeks 5,10,20
     python notebooks/sklearn_baseline.py SNAPSHOT_DIR --time-all   # fit every family on every row
 
 Protected attributes are left out, as in Lodestar's default model.

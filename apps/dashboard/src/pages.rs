@@ -1166,6 +1166,33 @@ fn run_summary(r: &lodestar_store::PipelineRun) -> RunSummary {
                 })
                 .unwrap_or_default()
         ));
+        for p in sc
+            .get("presentations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let as_of = match p["as_of_date"].as_str() {
+                Some(d) => lodestar_domain::term::date_in_words(d).unwrap_or_else(|| d.to_owned()),
+                None => format!("day {}", p["as_of_day"]),
+            };
+            outcome.push(format!(
+                "{} ({}, as of {as_of}): {} students scored at week {} of {}",
+                p["presentation"].as_str().unwrap_or("?"),
+                p["state"].as_str().unwrap_or("?"),
+                p["students"],
+                p["week"],
+                p["weeks"]
+            ));
+        }
+        for note in sc
+            .get("notes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            outcome.push(format!("Note: {}", note.as_str().unwrap_or("")));
+        }
     }
     RunSummary {
         headline: format!(

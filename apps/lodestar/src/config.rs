@@ -482,11 +482,21 @@ impl Config {
             (
                 "pipeline",
                 format!(
-                    "{} ({}), model {} ({}), webhook {}",
+                    "{} ({}), model {} ({}), as of {}, scores {}, webhook {}",
                     p.schedule,
                     p.timezone,
                     p.model,
                     p.family,
+                    match (&p.as_of, p.as_of_day) {
+                        (Some(d), _) => d.clone(),
+                        (None, Some(day)) => format!("day {day}"),
+                        (None, None) => "each running term's latest record".to_owned(),
+                    },
+                    if p.score_finished {
+                        "running and finished test terms"
+                    } else {
+                        "running terms"
+                    },
                     if p.webhook.is_some() { "set" } else { "none" }
                 ),
                 &self.pipeline.source,

@@ -114,6 +114,16 @@ fn print_summary(summary: &Value) {
         } else {
             println!("gate: {verdict}: {}", reasons.join("; "));
         }
+        for w in g["compared"].as_array().into_iter().flatten() {
+            println!(
+                "  week {}: {} candidate {:.4} vs champion {:.4}, both on tonight's {} test students",
+                w["week"],
+                w["metric"].as_str().unwrap_or("?"),
+                w["candidate"].as_f64().unwrap_or(f64::NAN),
+                w["champion"].as_f64().unwrap_or(f64::NAN),
+                w["candidate_n"]
+            );
+        }
     }
     if let Some(s) = summary.get("score").filter(|s| !s.is_null()) {
         let tiers = &s["by_tier"];

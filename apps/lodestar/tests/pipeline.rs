@@ -239,6 +239,75 @@ fn a_full_run_then_a_rerun_from_the_cache_with_the_summary_sent_to_the_webhook()
 }
 
 #[test]
+fn the_gate_scores_candidate_and_champion_on_the_same_rows() {
+    let e = env("gate_rows", false).unwrap();
+    let (out, doc) = e.run_json(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(doc.unwrap()["summary"]["gate"]["promoted"], true);
+    // Version 1 was tested on BBB-2013J alone (GGG-2013J was running).
+    let stored_n = |week: u64| {
+        let models = e.json(&["models", "show", "at-risk", "--json"]);
+        models[0]["report"]["weeks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["week"] == week)
+            .unwrap()["n"]
+            .as_u64()
+            .unwrap()
+    };
+    // The term has ended: the same sample with every outcome in, so tonight's test set is all of
+    // 2013J (BBB and GGG). A new seed makes a new candidate, which the gate must compare with the
+    // champion scored tonight on those rows, not with the champion's stored report.
+    let toml = e.dir.path().join("lodestar.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("[pipeline]\n", "[pipeline]\nseed = 7\n"),
+    )
+    .unwrap();
+    let sample = sample_export();
+    let out = e.lodestar(
+        &[
+            "pipeline",
+            "run",
+            "--json",
+            "--export",
+            sample.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gate = &doc["summary"]["gate"];
+    assert_eq!(gate["candidate"], 2, "{gate}");
+    let compared = gate["compared"].as_array().unwrap();
+    assert_eq!(compared.len(), 2, "weeks 5 and 10: {gate}");
+    for w in compared {
+        let week = w["week"].as_u64().unwrap();
+        assert_eq!(w["candidate_n"], w["champion_n"], "same rows: {w}");
+        assert!(
+            w["champion_n"].as_u64().unwrap() > stored_n(week),
+            "tonight's rows include GGG-2013J, the stored report's did not: {w}"
+        );
+        assert!(w["champion"].as_f64().unwrap() > 0.5, "{w}");
+    }
+    // Nothing is running in this export: nothing scored, and the summary says why.
+    let score = &doc["summary"]["score"];
+    assert_eq!(score["stored"], 0, "{score}");
+    assert!(
+        score["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("no presentation of this export is running"),
+        "{score}"
+    );
+}
+
+#[test]
 fn a_panicking_step_is_retried_then_fails_the_run_and_the_next_run_resumes() {
     for e in envs("panic") {
         let (out, doc) = e.run_json(&[("LODESTAR_FAILPOINTS", "evaluate=panic")]);
@@ -595,7 +664,9 @@ fn the_demo_runs_the_pipeline_and_serves_urls_that_answer() {
         .unwrap_or_else(|| panic!("no demo admin: {printed:#?}"));
     let models = dashboard_page(&base, "admin", admin, "/models");
     assert!(
-        models.contains("Latest pipeline run") && models.contains("Scored: "),
+        models.contains("Latest pipeline run")
+            && models.contains("Scored: ")
+            && models.contains("GGG-2013J (running, as of day 76): "),
         "{models}"
     );
     assert!(demo.stop());

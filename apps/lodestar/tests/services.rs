@@ -100,7 +100,10 @@ fn api_dashboard_and_scheduler_as_separate_processes_on_postgresql() {
         Duration::from_secs(30),
         || healthcheck(&api_base, "/readyz").0.then_some(()),
     );
-    let (student, risk) = riskiest_student(&api_base, &token, "BBB-2013J");
+    // The running term: its students scored at the current week, which the API says.
+    let (student, risk) = riskiest_student(&api_base, &token, RUNNING);
+    assert_eq!(risk["term"]["state"], "running", "{risk}");
+    assert_eq!(risk["term"]["as_of_week"], RUNNING_WEEK, "{risk}");
     let current = &risk["current"];
     let (tier, week, version) = (
         current["tier"].as_str().unwrap(),
@@ -109,12 +112,12 @@ fn api_dashboard_and_scheduler_as_separate_processes_on_postgresql() {
     );
 
     // An advisor with that presentation sees the same risk on the dashboard.
-    let password = env.advisor("BBB-2013J");
+    let password = env.advisor(RUNNING);
     let page = dashboard_page(
         &dashboard_base,
         "advisor",
         &password,
-        &format!("/students/BBB-2013J/{student}"),
+        &format!("/students/{RUNNING}/{student}"),
     );
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(

@@ -160,6 +160,29 @@ pub struct GateOut {
     pub drift_reference: i64,
     /// Why.
     pub reasons: Vec<String>,
+    /// Candidate and champion on tonight's test rows, week by week (empty on a first run or
+    /// when the candidate already holds the title).
+    #[serde(default)]
+    pub compared: Vec<GateWeek>,
+}
+
+/// One gate week of tonight's comparison: both versions scored on the same rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateWeek {
+    /// The week.
+    pub week: u16,
+    /// The gate's metric.
+    pub metric: String,
+    /// Test rows the candidate was scored on.
+    pub candidate_n: u64,
+    /// Its metric.
+    #[serde(with = "lodestar_domain::nan_as_null")]
+    pub candidate: f64,
+    /// Test rows the champion was scored on (the same rows).
+    pub champion_n: u64,
+    /// Its metric.
+    #[serde(with = "lodestar_domain::nan_as_null")]
+    pub champion: f64,
 }
 
 /// `score` output.
@@ -292,7 +315,7 @@ pub fn hashed_view(name: &str, output: &Value) -> Value {
     let volatile: &[&str] = match name {
         "features" => &["reused"],
         "register" => &["existing"],
-        "gate" => &["candidate", "promoted", "reasons"],
+        "gate" => &["candidate", "promoted", "reasons", "compared"],
         _ => &[],
     };
     let mut v = output.clone();
@@ -498,6 +521,7 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
             promoted: false,
             drift_reference: r.version,
             reasons: vec![format!("version {} is already the champion", r.version)],
+            compared: vec![],
         });
     }
     // Like with like: the candidate's report is tonight's evaluation; the champion is scored by
@@ -531,6 +555,30 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
         }
         None => None,
     };
+    let metric = p.config.gate.metric;
+    let compared: Vec<GateWeek> = champion
+        .as_ref()
+        .map(|(_, ch)| {
+            p.config
+                .gate
+                .weeks
+                .iter()
+                .filter_map(|w| {
+                    let c = candidate.weeks.iter().find(|m| m.week == *w)?;
+                    let h = ch.weeks.iter().find(|m| m.week == *w)?;
+                    Some(GateWeek {
+                        week: *w,
+                        metric: metric.as_str().to_owned(),
+                        candidate_n: c.n,
+                        candidate: metric.of(c),
+                        champion_n: h.n,
+                        champion: metric.of(h),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let untested = candidate.test_presentations.is_empty();
     let promotion = Promotion {
         model: r.model.clone(),
         version: r.version,
@@ -556,8 +604,16 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
         Err(StoreError::GateRefused(decision)) => match current {
             Some(c) => (c, false, decision.reasons),
             None => {
+                let untested = if untested {
+                    format!(
+                        " (no finished presentation is later than the training ones, so there was nothing to test on; to score tonight's students anyway, promote it by hand: lodestar models promote {} {} --force REASON)",
+                        r.model, r.version
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(StepError::permanent(format!(
-                    "version {} failed the gate and there is no champion to keep: {}",
+                    "version {} failed the gate and there is no champion to keep: {}{untested}",
                     r.version,
                     decision.reasons.join("; ")
                 )));
@@ -572,6 +628,7 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
         promoted,
         drift_reference: current.unwrap_or(champion),
         reasons,
+        compared,
     })
 }
 

@@ -373,7 +373,8 @@ pub enum GateMetric {
 }
 
 impl GateMetric {
-    fn of(self, m: &WeekMetrics) -> f64 {
+    /// The metric's value in one week's metrics.
+    pub fn of(self, m: &WeekMetrics) -> f64 {
         match self {
             GateMetric::RocAuc => m.roc_auc,
             GateMetric::PrAuc => m.pr_auc,

@@ -394,7 +394,18 @@ pub fn train_families(
                 width: w,
                 y: keep.iter().map(|i| all.y[*i]).collect(),
             };
-            let m = fit(*family, &part, &o.hyperparameters, o.seed, o.device)?;
+            let m = fit(*family, &part, &o.hyperparameters, o.seed, o.device).map_err(|e| {
+                match e {
+                    // Name the fold: the whole training set may hold both outcomes.
+                    TrainError::Data(m) => TrainError::Data(format!(
+                        "calibration fold {} of {} (fitted without {}): {m}; the finished training presentations need more students of each outcome",
+                        k + 1,
+                        rows.folds.len(),
+                        rows.fold_names[k]
+                    )),
+                    other => other,
+                }
+            })?;
             for pos in fold {
                 oof[*pos] = m.probability(all.row(*pos));
             }

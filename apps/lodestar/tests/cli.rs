@@ -553,3 +553,150 @@ fn ingest_names_a_source_format_that_does_not_match_its_configuration() {
         "{stderr}"
     );
 }
+
+/// Runs the binary and returns its stdout, failing the test on a non-zero exit.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = lodestar(dir, args, &[]);
+    assert!(
+        out.status.success(),
+        "lodestar {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_mid_term_export_ingests_every_running_student_up_to_the_current_week() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data-samples/oulad");
+    let said = ok(
+        d,
+        &[
+            "cut",
+            "--export",
+            sample.to_str().unwrap(),
+            "--running",
+            "GGG-2013J",
+            "--as-of-day",
+            "76",
+            "--out",
+            "mid-term",
+            "--outcomes",
+            "outcomes.csv",
+        ],
+    );
+    assert!(said.contains("GGG-2013J"), "{said}");
+    assert_eq!(
+        fs::read_to_string(d.join("outcomes.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        1 + 952,
+        "every removed outcome kept aside"
+    );
+
+    let manifest: Value =
+        serde_json::from_str(&ok(d, &["ingest", "--export", "mid-term", "--json"])).unwrap();
+    assert_eq!(
+        manifest["quarantined_rows"], 0,
+        "no running student quarantined"
+    );
+    let terms = manifest["terms"].as_array().unwrap();
+    let ggg = terms
+        .iter()
+        .find(|t| t["presentation"] == "GGG-2013J")
+        .unwrap();
+    assert_eq!(ggg["state"], "running", "{ggg}");
+    assert_eq!(ggg["current_week"], 10, "{ggg}");
+    assert_eq!(ggg["students"], 952);
+    assert_eq!(ggg["outcomes_known"], 0);
+    // Weeks 0-34 of BBB-2013B, 0-38 of BBB-2013J, and only 0-10 of the running GGG-2013J
+    // (a finished GGG-2013J has 38 weeks): no row lies beyond the current week.
+    assert_eq!(manifest["feature_rows"], 890 * 35 + 1130 * 39 + 952 * 11);
+    let summary = ok(d, &["ingest", "--export", "mid-term"]);
+    assert!(
+        summary.contains("GGG-2013J: running, as of day 76, week 10 of 38")
+            && summary.contains("952 of 952 students without an outcome yet"),
+        "{summary}"
+    );
+
+    // An as-of day the institution gives refuses what is dated after it, with the reason.
+    let summary = ok(d, &["ingest", "--export", "mid-term", "--as-of-day", "60"]);
+    assert!(
+        summary.contains("GGG-2013J: running, as of day 60, week 7 of 38"),
+        "{summary}"
+    );
+    let manifest: Value = serde_json::from_str(&ok(
+        d,
+        &[
+            "ingest",
+            "--export",
+            "mid-term",
+            "--as-of-day",
+            "60",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let id = manifest["snapshot_id"].as_str().unwrap();
+    let quarantine = fs::read_to_string(
+        d.join("lodestar-data/snapshots")
+            .join(id)
+            .join("quarantine.csv"),
+    )
+    .unwrap();
+    assert!(manifest["quarantined_rows"].as_u64().unwrap() > 0);
+    assert!(
+        quarantine
+            .lines()
+            .skip(1)
+            .all(|l| l.contains("is after the export's as-of day 60")),
+        "{}",
+        &quarantine[..quarantine.len().min(2000)]
+    );
+    // A calendar date is for sources with dates; an OULAD-schema export counts days.
+    let out = lodestar(
+        d,
+        &["ingest", "--export", "mid-term", "--as-of", "2024-11-05"],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--as-of-day"),
+        "{err}"
+    );
+}
+
+#[test]
+fn generate_writes_a_running_term_that_ingests_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        d,
+        &[
+            "generate",
+            "--students",
+            "120",
+            "--presentations",
+            "2",
+            "--running-day",
+            "40",
+            "--out",
+            "export",
+        ],
+    );
+    let manifest: Value =
+        serde_json::from_str(&ok(d, &["ingest", "--export", "export", "--json"])).unwrap();
+    assert_eq!(manifest["quarantined_rows"], 0);
+    let terms = manifest["terms"].as_array().unwrap();
+    let running: Vec<&Value> = terms.iter().filter(|t| t["state"] == "running").collect();
+    assert_eq!(
+        running.len(),
+        1,
+        "the latest presentation is under way: {terms:?}"
+    );
+    assert!(running[0]["as_of_day"].as_i64().unwrap() <= 40, "{terms:?}");
+    assert_eq!(running[0]["outcomes_known"], 0);
+}

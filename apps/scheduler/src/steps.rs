@@ -771,14 +771,16 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
             }
         })
         .collect();
-    // Every presentation's term (running or finished, as of which day) before its scores, so
-    // the API and the dashboard never show a score without knowing its term. Idempotent.
+    p.failpoints.hit("score:before-commit");
+    let stored = p.store.insert_predictions(&rows).await.map_err(store_err)?;
+    // Then every presentation's term (running or finished, as of which day, current week): the
+    // caseload shows a running term's students at its current week, so the week moves on only
+    // once its scores are stored. Idempotent; a retry after a failure here stores no score
+    // twice and records the terms.
     p.store
         .record_terms(&s.terms, &s.id)
         .await
         .map_err(store_err)?;
-    p.failpoints.hit("score:before-commit");
-    let stored = p.store.insert_predictions(&rows).await.map_err(store_err)?;
     to_json(&ScoreOut {
         version: g.champion,
         stored,

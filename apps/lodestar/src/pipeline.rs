@@ -630,8 +630,13 @@ async fn demo_advisor(p: &Pipeline) -> anyhow::Result<()> {
         .filter(|(m, c, _)| *m == module && *c == presentation)
         .collect();
     store.assign_many(id, &caseload).await?;
+    let name = format!("{module}-{presentation}");
+    let term = store
+        .term(&module, &presentation)
+        .await?
+        .map_or_else(String::new, |t| format!(", {}", t.describe()));
     println!(
-        "demo advisor: {DEMO_ADVISOR} / {password} (caseload: the {} students of {module}-{presentation}; the dashboard signs in with it; a new password each demo run)",
+        "demo advisor: {DEMO_ADVISOR} / {password} (caseload: the {} students scored in {name}{term}; the dashboard signs in with it; a new password each demo run)",
         caseload.len()
     );
     let (_, admin_password) = demo_user(store, DEMO_ADMIN, "admin").await?;

@@ -161,6 +161,30 @@ pub struct SubgroupGaps {
     /// Gap in calibration error.
     #[serde(with = "crate::nan_as_null")]
     pub calibration_gap: f64,
+    /// 95 % bootstrap interval of the TPR gap (none in reports made before intervals were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpr_interval: Option<Interval>,
+    /// 95 % bootstrap interval of the FPR gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpr_interval: Option<Interval>,
+    /// 95 % bootstrap interval of the calibration gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_interval: Option<Interval>,
+    /// The groups the gaps are measured over, with their sizes (groups too small to measure are
+    /// in the report's subgroups and notes, never in a gap).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measured: Vec<(String, u64)>,
+}
+
+/// A 95 % interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Lower end.
+    #[serde(with = "crate::nan_as_null")]
+    pub low: f64,
+    /// Upper end.
+    #[serde(with = "crate::nan_as_null")]
+    pub high: f64,
 }
 
 /// What a model version was evaluated on and how it did.
@@ -456,17 +480,75 @@ impl PromotionGate {
                 ));
             }
             for g in candidate.fairness.iter().filter(|g| g.week == week) {
-                let gaps = [g.tpr_gap, g.fpr_gap, g.calibration_gap];
-                let worst = if gaps.iter().any(|g| g.is_nan()) {
-                    f64::NAN
-                } else {
-                    gaps.iter().copied().fold(0.0_f64, f64::max)
-                };
-                if worst.is_nan() || worst > self.max_fairness_gap {
+                let champion_gaps = champion.and_then(|c| {
+                    c.fairness
+                        .iter()
+                        .find(|h| h.week == week && h.attribute == g.attribute)
+                });
+                let gaps = [
+                    (
+                        "TPR",
+                        g.tpr_gap,
+                        g.tpr_interval,
+                        champion_gaps.and_then(|h| h.tpr_interval),
+                    ),
+                    (
+                        "FPR",
+                        g.fpr_gap,
+                        g.fpr_interval,
+                        champion_gaps.and_then(|h| h.fpr_interval),
+                    ),
+                    (
+                        "calibration",
+                        g.calibration_gap,
+                        g.calibration_interval,
+                        champion_gaps.and_then(|h| h.calibration_interval),
+                    ),
+                ];
+                if gaps.iter().any(|(_, v, _, _)| v.is_nan()) {
                     reasons.push(format!(
-                        "week {week}: {:?} subgroup gap {worst:.3} exceeds {:.3}",
+                        "week {week}: {:?} subgroup gap NaN exceeds {:.3}",
                         g.attribute, self.max_fairness_gap
                     ));
+                    continue;
+                }
+                let groups = || {
+                    g.measured
+                        .iter()
+                        .map(|(name, n)| format!("{name} ({n})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                for (what, value, interval, champion_interval) in gaps {
+                    match interval.filter(|i| i.low.is_finite() && i.high.is_finite()) {
+                        // With its uncertainty: refused only where the whole interval is above
+                        // the limit, or credibly wider than the champion's gap.
+                        Some(i) => {
+                            if i.low > self.max_fairness_gap {
+                                reasons.push(format!(
+                                    "week {week}: {:?} {what} gap {value:.3} (95% interval {:.3} to {:.3}) exceeds {:.3}; groups: {}",
+                                    g.attribute, i.low, i.high, self.max_fairness_gap, groups()
+                                ));
+                            } else if let Some(h) = champion_interval
+                                && h.high.is_finite()
+                                && i.low > h.high
+                            {
+                                reasons.push(format!(
+                                    "week {week}: {:?} {what} gap {value:.3} (95% interval {:.3} to {:.3}) is credibly wider than the champion's (up to {:.3}); groups: {}",
+                                    g.attribute, i.low, i.high, h.high, groups()
+                                ));
+                            }
+                        }
+                        // A report without intervals: the point estimate decides, as before.
+                        None => {
+                            if value > self.max_fairness_gap {
+                                reasons.push(format!(
+                                    "week {week}: {:?} subgroup gap {value:.3} exceeds {:.3}",
+                                    g.attribute, self.max_fairness_gap
+                                ));
+                            }
+                        }
+                    }
                 }
             }
             if let Some(champion) = champion {
@@ -530,6 +612,10 @@ mod tests {
                 tpr_gap: gap,
                 fpr_gap: 0.01,
                 calibration_gap: 0.01,
+                tpr_interval: None,
+                fpr_interval: None,
+                calibration_interval: None,
+                measured: vec![],
             }],
             ..EvaluationReport::default()
         }

@@ -39,8 +39,8 @@ pub mod term;
 
 pub use activity::ActivityFamily;
 pub use evaluation::{
-    Confusion, EvaluationReport, GateDecision, GateMetric, PromotionGate, ProtectedComparison,
-    ReliabilityBin, SubgroupGaps, SubgroupMetrics, WeekMetrics,
+    Confusion, EvaluationReport, GateDecision, GateMetric, Interval, PromotionGate,
+    ProtectedComparison, ReliabilityBin, SubgroupGaps, SubgroupMetrics, WeekMetrics,
 };
 pub use features::{AsOfWeek, FeatureGroup, FeatureKind, FeatureSchema, FeatureSpec, LabelRule};
 pub use ids::{AssessmentId, ModuleCode, PresentationCode, PresentationId, SiteId, StudentId};

@@ -145,6 +145,10 @@ fn report(auc: f64) -> EvaluationReport {
             tpr_gap: 0.03,
             fpr_gap: 0.02,
             calibration_gap: 0.01,
+            tpr_interval: None,
+            fpr_interval: None,
+            calibration_interval: None,
+            measured: vec![],
         }],
         ..EvaluationReport::default()
     }

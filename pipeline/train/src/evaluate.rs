@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use lodestar_domain::{
-    EvaluationReport, FeatureKind, ProtectedComparison, SubgroupGaps, SubgroupMetrics,
+    EvaluationReport, FeatureKind, Interval, ProtectedComparison, SubgroupGaps, SubgroupMetrics,
     TierThresholds, WeekMetrics,
 };
 use lodestar_model::encode::{Cell, Encoder, InputColumn};
 use lodestar_model::{Artifact, Calibration, Lineage, ModelFamily, Reference};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -589,7 +589,109 @@ fn week_metrics(week: u16, p: &[f64], p_uncal: &[f64], y: &[bool], threshold: f6
 }
 
 /// Subgroup metrics and gaps of one week's predictions.
-fn fairness(
+/// Bootstrap replicates behind each gap's interval.
+const BOOTSTRAP: usize = 400;
+
+/// 95 % bootstrap intervals of the TPR, FPR and calibration gaps (largest minus smallest over
+/// `groups`): each group's rows resampled with replacement, independently. A range over noisy
+/// rates is biased upwards (the largest of several noisy rates overshoots), and its bootstrap
+/// replicates overshoot the estimate by about as much again, so the interval is the basic
+/// (reverse-percentile) one, `[2g - q97.5, 2g - q2.5]` around the estimate `g`, clamped to
+/// `[0, 1]`. None with fewer than two groups (no gap to measure).
+fn gap_intervals(
+    groups: &[(String, Vec<usize>)],
+    p: &[f64],
+    y: &[bool],
+    threshold: f64,
+    seed: u64,
+) -> [Option<Interval>; 3] {
+    if groups.len() < 2 {
+        return [None; 3];
+    }
+    // The estimates, from all rows of each group.
+    let estimate = |m: usize| -> f64 {
+        let v: Vec<f64> = groups
+            .iter()
+            .map(|(_, idx)| group_rates(idx.iter().copied(), p, y, threshold)[m])
+            .filter(|v| !v.is_nan())
+            .collect();
+        if v.len() < 2 {
+            f64::NAN
+        } else {
+            v.iter().copied().fold(f64::MIN, f64::max) - v.iter().copied().fold(f64::MAX, f64::min)
+        }
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut samples: [Vec<f64>; 3] = Default::default();
+    let mut rates: Vec<[f64; 3]> = Vec::with_capacity(groups.len());
+    for _ in 0..BOOTSTRAP {
+        rates.clear();
+        for (_, idx) in groups {
+            let draw: Vec<usize> = (0..idx.len())
+                .map(|_| idx[rng.random_range(0..idx.len())])
+                .collect();
+            rates.push(group_rates(draw.into_iter(), p, y, threshold));
+        }
+        for (m, out) in samples.iter_mut().enumerate() {
+            let v: Vec<f64> = rates.iter().map(|r| r[m]).filter(|v| !v.is_nan()).collect();
+            if v.len() >= 2 {
+                let hi = v.iter().copied().fold(f64::MIN, f64::max);
+                let lo = v.iter().copied().fold(f64::MAX, f64::min);
+                out.push(hi - lo);
+            }
+        }
+    }
+    let mut m = 0;
+    samples.map(|mut v| {
+        let g = estimate(m);
+        m += 1;
+        if v.len() < BOOTSTRAP / 2 || g.is_nan() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some(Interval {
+            low: (2.0 * g - at(0.975)).clamp(0.0, 1.0),
+            high: (2.0 * g - at(0.025)).clamp(0.0, 1.0),
+        })
+    })
+}
+
+/// TPR, FPR and |mean score - observed rate| of the rows `idx`.
+fn group_rates(
+    idx: impl Iterator<Item = usize>,
+    p: &[f64],
+    y: &[bool],
+    threshold: f64,
+) -> [f64; 3] {
+    let (mut tp, mut fn_, mut fp, mut tn, mut sum_p) = (0u64, 0u64, 0u64, 0u64, 0.0);
+    for k in idx {
+        sum_p += p[k];
+        match (p[k] >= threshold, y[k]) {
+            (true, true) => tp += 1,
+            (false, true) => fn_ += 1,
+            (true, false) => fp += 1,
+            (false, false) => tn += 1,
+        }
+    }
+    let rate = |a: u64, b: u64| {
+        if a + b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / (a + b) as f64
+        }
+    };
+    let n = (tp + fn_ + fp + tn).max(1) as f64;
+    [
+        rate(tp, fn_),
+        rate(fp, tn),
+        (sum_p / n - (tp + fn_) as f64 / n).abs(),
+    ]
+}
+
+/// Metrics per protected subgroup and the gaps between them (with bootstrap intervals) at one
+/// week, for scores `p` of `rows` with labels `y`.
+pub fn fairness(
     s: &Snapshot,
     week: u16,
     rows: &[usize],
@@ -640,12 +742,33 @@ fn fairness(
                     - v.iter().copied().fold(f64::MAX, f64::min)
             }
         };
+        // The measured groups' rows, for the gaps' bootstrap intervals.
+        let measured: Vec<(String, Vec<usize>)> = these
+            .iter()
+            .filter(|g| g.n >= MIN_GROUP && g.group != "unknown")
+            .map(|g| {
+                let idx = (0..rows.len())
+                    .filter(|k| labels[rows[*k]] == g.group)
+                    .collect();
+                (g.group.clone(), idx)
+            })
+            .collect();
+        let seed = 0x6a9 ^ (u64::from(week) << 8) ^ (*attribute as u64);
+        let [tpr_interval, fpr_interval, calibration_interval] =
+            gap_intervals(&measured, p, y, threshold, seed);
         gaps.push(SubgroupGaps {
             attribute: *attribute,
             week,
             tpr_gap: spread(&|g| g.tpr),
             fpr_gap: spread(&|g| g.fpr),
             calibration_gap: spread(&|g| g.calibration_in_the_large.abs()),
+            tpr_interval,
+            fpr_interval,
+            calibration_interval,
+            measured: measured
+                .iter()
+                .map(|(name, idx)| (name.clone(), idx.len() as u64))
+                .collect(),
         });
         groups_out.extend(these);
     }

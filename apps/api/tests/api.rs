@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{TestApi, config, expected, row, start};
-use lodestar_domain::{AsOfSource, AsOfWeek, PresentationTerm, TermState};
+use lodestar_domain::{AsOfSource, PresentationTerm, TermState};
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -604,25 +604,19 @@ fn scored(code: &str, student: i64, week: i64, prob: f64) -> lodestar_store::New
 }
 
 fn term(presentation: &str, state: TermState, as_of_day: i32) -> PresentationTerm {
-    let running = state == TermState::Running;
-    PresentationTerm {
-        presentation: presentation.into(),
-        state,
-        length_days: 269,
-        start_date: None,
-        as_of_day,
-        as_of_source: if running {
-            AsOfSource::LatestActivity
-        } else {
-            AsOfSource::Finished
+    match state {
+        TermState::Running => PresentationTerm::running(
+            presentation.into(),
+            269,
+            as_of_day,
+            AsOfSource::LatestActivity,
+            4,
+            0,
+        ),
+        TermState::Finished => PresentationTerm {
+            as_of_day,
+            ..PresentationTerm::finished(presentation.into(), 269, 4)
         },
-        current_week: if running {
-            AsOfWeek::completed_by(as_of_day)
-        } else {
-            Some(AsOfWeek::last_of(269))
-        },
-        students: 4,
-        outcomes_known: if running { 0 } else { 4 },
     }
 }
 
@@ -883,6 +877,10 @@ impl Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_away_the_loaded_model_serves_and_readiness_recovers() {
     let Ok(base) = std::env::var("LODESTAR_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("LODESTAR_REQUIRE_POSTGRES").is_none(),
+            "LODESTAR_REQUIRE_POSTGRES is set (CI sets it) but LODESTAR_TEST_POSTGRES_URL is not"
+        );
         eprintln!("PostgreSQL run skipped: LODESTAR_TEST_POSTGRES_URL is not set");
         return;
     };

@@ -51,6 +51,10 @@ async fn sqlite() -> TestDb {
 
 async fn postgres(test: &str) -> Option<TestDb> {
     let Ok(base) = std::env::var("LODESTAR_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("LODESTAR_REQUIRE_POSTGRES").is_none(),
+            "LODESTAR_REQUIRE_POSTGRES is set (CI sets it) but LODESTAR_TEST_POSTGRES_URL is not"
+        );
         eprintln!("{test}: PostgreSQL run skipped: LODESTAR_TEST_POSTGRES_URL is not set");
         return None;
     };
@@ -813,25 +817,19 @@ async fn sessions_lockout_and_the_caseload_view(db: TestDb) {
 }
 
 fn term(presentation: &str, state: TermState, as_of_day: i32) -> PresentationTerm {
-    let running = state == TermState::Running;
-    PresentationTerm {
-        presentation: presentation.into(),
-        state,
-        length_days: 269,
-        start_date: None,
-        as_of_day,
-        as_of_source: if running {
-            AsOfSource::LatestActivity
-        } else {
-            AsOfSource::Finished
+    match state {
+        TermState::Running => PresentationTerm::running(
+            presentation.into(),
+            269,
+            as_of_day,
+            AsOfSource::LatestActivity,
+            40,
+            3,
+        ),
+        TermState::Finished => PresentationTerm {
+            as_of_day,
+            ..PresentationTerm::finished(presentation.into(), 269, 40)
         },
-        current_week: if running {
-            AsOfWeek::completed_by(as_of_day)
-        } else {
-            Some(AsOfWeek::last_of(269))
-        },
-        students: 40,
-        outcomes_known: if running { 3 } else { 40 },
     }
 }
 

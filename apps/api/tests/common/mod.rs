@@ -194,6 +194,10 @@ pub async fn database(
         ));
     };
     let Ok(base) = std::env::var("LODESTAR_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("LODESTAR_REQUIRE_POSTGRES").is_none(),
+            "LODESTAR_REQUIRE_POSTGRES is set (CI sets it) but LODESTAR_TEST_POSTGRES_URL is not"
+        );
         eprintln!("{test}: PostgreSQL run skipped: LODESTAR_TEST_POSTGRES_URL is not set");
         return None;
     };

@@ -82,7 +82,14 @@ max_fairness_gap = 1.0
 pub(crate) fn env(name: &str, postgres: bool) -> Option<Env> {
     let dir = tempfile::tempdir().unwrap();
     let (database_url, schema) = if postgres {
-        let admin = std::env::var("LODESTAR_TEST_POSTGRES_URL").ok()?;
+        let Ok(admin) = std::env::var("LODESTAR_TEST_POSTGRES_URL") else {
+            // CI sets LODESTAR_REQUIRE_POSTGRES: there a missing database fails, never skips.
+            assert!(
+                std::env::var_os("LODESTAR_REQUIRE_POSTGRES").is_none(),
+                "LODESTAR_REQUIRE_POSTGRES is set (CI sets it) but LODESTAR_TEST_POSTGRES_URL is not"
+            );
+            return None;
+        };
         let schema = format!("pipeline_{name}_{}", std::process::id());
         let made = Command::new("psql")
             .args([

@@ -199,7 +199,7 @@ pub(crate) struct PipelineRunArgs {
     /// The export's as-of date (YYYY-MM-DD) for Moodle and xAPI sources, over the source
     /// configuration's `as_of`: records dated after it are refused.
     #[arg(long, value_name = "DATE")]
-    pub(crate) as_of: Option<String>,
+    pub(crate) as_of: Option<chrono::NaiveDate>,
 }
 
 #[derive(Debug, Args)]
@@ -367,7 +367,7 @@ pub(crate) struct IngestArgs {
     /// The export's as-of date (YYYY-MM-DD) for Moodle and xAPI sources, over the source
     /// configuration's `as_of`: records dated after it are refused.
     #[arg(long, value_name = "DATE")]
-    pub(crate) as_of: Option<String>,
+    pub(crate) as_of: Option<chrono::NaiveDate>,
 }
 
 #[derive(Debug, Args)]

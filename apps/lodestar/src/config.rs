@@ -488,7 +488,7 @@ impl Config {
                     p.model,
                     p.family,
                     match (&p.as_of, p.as_of_day) {
-                        (Some(d), _) => d.clone(),
+                        (Some(d), _) => d.to_string(),
                         (None, Some(day)) => format!("day {day}"),
                         (None, None) => "each running term's latest record".to_owned(),
                     },

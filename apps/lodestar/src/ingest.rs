@@ -34,12 +34,7 @@ pub(crate) fn run(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
         label: LabelRule { at_risk },
         as_of_day: args.as_of_day,
     };
-    let as_of = args
-        .as_of
-        .as_deref()
-        .map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d"))
-        .transpose()
-        .context("--as-of must be a date, YYYY-MM-DD")?;
+    let as_of = args.as_of;
     if as_of.is_some() && args.format == "oulad" {
         anyhow::bail!(
             "--as-of DATE is for Moodle and xAPI sources, whose records carry dates; an OULAD-schema export counts days: use --as-of-day N"

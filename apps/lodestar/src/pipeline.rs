@@ -252,8 +252,8 @@ pub(crate) fn run(config: &Config, command: &PipelineCommand) -> anyhow::Result<
                 if let Some(day) = args.as_of_day {
                     settings.as_of_day = Some(day);
                 }
-                if let Some(date) = &args.as_of {
-                    settings.as_of = Some(date.clone());
+                if let Some(date) = args.as_of {
+                    settings.as_of = Some(date);
                 }
                 if let Some(device) = &args.device {
                     settings.device = device.parse().map_err(anyhow::Error::msg)?;

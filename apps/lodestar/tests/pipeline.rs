@@ -19,7 +19,9 @@ use common::*;
 /// Students of `presentation` in the export's studentRegistration still registered at the end
 /// of the week complete on `day` (not unregistered on or before its cutoff day).
 fn registered_at(export: &Path, presentation: &str, day: i32) -> u64 {
-    let cutoff = 7 * ((day - 6) / 7) + 6;
+    let cutoff = lodestar_domain::AsOfWeek::completed_by(day)
+        .expect("a complete week")
+        .cutoff_day();
     let (module, code) = presentation.split_once('-').unwrap();
     let text = std::fs::read_to_string(export.join("studentRegistration.csv")).unwrap();
     text.lines()

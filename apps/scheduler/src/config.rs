@@ -53,7 +53,7 @@ pub struct PipelineConfig {
     pub as_of_day: Option<i32>,
     /// The export's as-of date (`YYYY-MM-DD`, `--as-of`) for Moodle and xAPI sources, whose
     /// records carry calendar dates; over the source configuration's own `as_of`.
-    pub as_of: Option<String>,
+    pub as_of: Option<chrono::NaiveDate>,
     /// As-of week scored; empty: each running presentation's current week (the last week
     /// complete on its as-of day).
     pub score_week: Option<u16>,
@@ -172,13 +172,6 @@ impl PipelineConfig {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return bad("pipeline.webhook must be an http:// or https:// URL");
-        }
-        if let Some(date) = &self.as_of
-            && lodestar_domain::term::days_between(date, date).is_none()
-        {
-            return Err(SchedulerError::Config(format!(
-                "pipeline.as_of {date:?} is not a date (YYYY-MM-DD)"
-            )));
         }
         if self
             .as_of_day

@@ -254,6 +254,17 @@ fn input<T: DeserializeOwned>(inputs: &Inputs, step: &str) -> Result<T, StepErro
         .map_err(|e| format!("the output of {step} is unreadable: {e}"))?)
 }
 
+/// Tonight's evaluation report (the `evaluate` step's output).
+fn evaluation_report(inputs: &Inputs) -> Result<EvaluationReport, StepError> {
+    let report = inputs
+        .get("evaluate")
+        .and_then(|e| e.get("report"))
+        .cloned()
+        .ok_or("the evaluation report is missing")?;
+    Ok(serde_json::from_value(report)
+        .map_err(|e| format!("the evaluation report is unreadable: {e}"))?)
+}
+
 fn to_json<T: Serialize>(v: &T) -> StepResult {
     Ok(serde_json::to_value(v).map_err(|e| e.to_string())?)
 }
@@ -363,13 +374,7 @@ fn ingest_options(p: &Pipeline) -> IngestOptions {
 async fn ingest_step(p: &Pipeline, run: &RunContext) -> StepResult {
     let export = run.export.clone();
     let tables = tables_dir(p, &export)?;
-    let as_of = match &p.config.as_of {
-        Some(d) => Some(
-            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .map_err(|e| StepError::permanent(format!("pipeline.as_of {d:?}: {e}")))?,
-        ),
-        None => None,
-    };
+    let as_of = p.config.as_of;
     let options = ingest_options(p);
     blocking(move || {
         if export.is_file() {
@@ -466,14 +471,7 @@ async fn evaluate_step(p: &Pipeline, inputs: &Inputs) -> StepResult {
 
 async fn register_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResult {
     let t: TrainOut = input(inputs, "train")?;
-    let report: EvaluationReport = serde_json::from_value(
-        inputs
-            .get("evaluate")
-            .and_then(|e| e.get("report"))
-            .cloned()
-            .ok_or("the evaluation report is missing")?,
-    )
-    .map_err(|e| format!("the evaluation report is unreadable: {e}"))?;
+    let report = evaluation_report(inputs)?;
     let model = &p.config.model;
     if let Some(v) = p
         .store
@@ -526,14 +524,7 @@ async fn gate_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResul
     }
     // Like with like: the candidate's report is tonight's evaluation; the champion is scored by
     // its own artifact on the same test rows, never compared through its stored report.
-    let candidate: EvaluationReport = serde_json::from_value(
-        inputs
-            .get("evaluate")
-            .and_then(|e| e.get("report"))
-            .cloned()
-            .ok_or("the evaluation report is missing")?,
-    )
-    .map_err(|e| format!("the evaluation report is unreadable: {e}"))?;
+    let candidate = evaluation_report(inputs)?;
     let champion = match current {
         Some(c) => {
             let f: FeaturesOut = input(inputs, "features")?;

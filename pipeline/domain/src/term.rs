@@ -103,6 +103,46 @@ pub struct PresentationTerm {
 }
 
 impl PresentationTerm {
+    /// A finished presentation: every student has an outcome; its as-of day is its last day and
+    /// its current week its last week.
+    pub fn finished(presentation: String, length_days: u16, students: u64) -> Self {
+        Self {
+            presentation,
+            state: TermState::Finished,
+            length_days,
+            start_date: None,
+            as_of_day: i32::from(length_days) - 1,
+            as_of_source: AsOfSource::Finished,
+            current_week: Some(AsOfWeek::last_of(length_days)),
+            students,
+            outcomes_known: students,
+        }
+    }
+
+    /// A running presentation as of `as_of_day`: its current week is the last one complete on
+    /// that day, never past its last week (none before day 6).
+    pub fn running(
+        presentation: String,
+        length_days: u16,
+        as_of_day: i32,
+        as_of_source: AsOfSource,
+        students: u64,
+        outcomes_known: u64,
+    ) -> Self {
+        Self {
+            presentation,
+            state: TermState::Running,
+            length_days,
+            start_date: None,
+            as_of_day,
+            as_of_source,
+            current_week: AsOfWeek::completed_by(as_of_day)
+                .map(|w| w.min(AsOfWeek::last_of(length_days))),
+            students,
+            outcomes_known,
+        }
+    }
+
     /// Whether the term is under way.
     pub fn is_running(&self) -> bool {
         self.state == TermState::Running
@@ -190,12 +230,6 @@ pub fn add_days(date: &str, days: i32) -> Option<String> {
     Some(format!("{y:04}-{m:02}-{d:02}"))
 }
 
-/// Days from `start` to `date` (both `YYYY-MM-DD`).
-pub fn days_between(start: &str, date: &str) -> Option<i32> {
-    let (a, b) = (parse_date(start)?, parse_date(date)?);
-    i32::try_from(days_from_civil(b.0, b.1, b.2) - days_from_civil(a.0, a.1, a.2)).ok()
-}
-
 /// `2024-11-05` as "5 Nov 2024".
 pub fn date_in_words(date: &str) -> Option<String> {
     const MONTHS: [&str; 12] = [
@@ -227,8 +261,6 @@ mod tests {
     fn dates_count_days_and_read_in_words() {
         assert_eq!(add_days("2024-10-01", 35).as_deref(), Some("2024-11-05"));
         assert_eq!(add_days("2024-03-01", -1).as_deref(), Some("2024-02-29"));
-        assert_eq!(days_between("2024-10-01", "2024-11-05"), Some(35));
-        assert_eq!(days_between("2023-12-31", "2024-12-31"), Some(366));
         assert_eq!(date_in_words("2024-11-05").as_deref(), Some("5 Nov 2024"));
         assert_eq!(add_days("2024-13-01", 1), None);
     }

@@ -248,12 +248,11 @@ pub fn build_features(export: &LoadedExport, label: &LabelRule) -> Result<DataFr
         ])
         .cross_join(weeks.lazy(), None)
         // A finished presentation's last week; a running one's current week (nothing beyond
-        // the export's as-of day); week -1 (pre-start) always, for the running sums.
+        // the export's as-of day; -1 before week 0 is complete, which keeps week -1 alone).
         .filter(
             col("week")
                 .lt_eq((col("module_presentation_length") - lit(1i64)).floor_div(lit(7i64)))
-                .and(col("week").lt_eq(col(LAST_WEEK_COLUMN)))
-                .or(col("week").eq(lit(-1i64))),
+                .and(col("week").lt_eq(col(LAST_WEEK_COLUMN))),
         );
 
     let grid = grid.with_columns([

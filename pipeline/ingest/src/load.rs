@@ -8,9 +8,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use lodestar_domain::activity::KNOWN_ACTIVITY_TYPES;
-use lodestar_domain::{
-    ActivityFamily, AsOfSource, AsOfWeek, PresentationId, PresentationTerm, Table, TermState,
-};
+use lodestar_domain::{ActivityFamily, AsOfSource, PresentationId, PresentationTerm, Table};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -876,45 +874,25 @@ fn presentation_terms(
         .enumerate()
         .map(|(i, (name, students, known))| {
             let length_days = u16::try_from(lengths[i].clamp(0, i64::from(u16::MAX))).unwrap_or(0);
-            let last = AsOfWeek::last_of(length_days);
-            let start_date = source
-                .iter()
-                .find(|p| p.presentation == *name)
-                .map(|p| p.start_date.clone());
-            let running = known < students;
-            let (state, as_of_day, as_of_source) = if !running {
-                (
-                    TermState::Finished,
-                    i32::from(length_days) - 1,
-                    AsOfSource::Finished,
-                )
-            } else if let Some(day) = configured[i] {
-                (TermState::Running, day, AsOfSource::Configured)
-            } else if let Some(day) = latest_record.get(&(i as u64)) {
-                (TermState::Running, *day as i32, AsOfSource::LatestActivity)
+            let (name, index) = (name.clone(), i as u64);
+            let mut term = if known == students {
+                PresentationTerm::finished(name, length_days, *students)
             } else {
-                let day = latest_registration.get(&(i as u64)).copied().unwrap_or(-1);
-                (
-                    TermState::Running,
-                    day as i32,
-                    AsOfSource::LatestRegistration,
-                )
+                let (day, source) = if let Some(day) = configured[i] {
+                    (day, AsOfSource::Configured)
+                } else if let Some(day) = latest_record.get(&index) {
+                    (*day as i32, AsOfSource::LatestActivity)
+                } else {
+                    let day = latest_registration.get(&index).copied().unwrap_or(-1);
+                    (day as i32, AsOfSource::LatestRegistration)
+                };
+                PresentationTerm::running(name, length_days, day, source, *students, *known)
             };
-            let current_week = match state {
-                TermState::Finished => Some(last),
-                TermState::Running => AsOfWeek::completed_by(as_of_day).map(|w| w.min(last)),
-            };
-            PresentationTerm {
-                presentation: name.clone(),
-                state,
-                length_days,
-                start_date,
-                as_of_day,
-                as_of_source,
-                current_week,
-                students: *students,
-                outcomes_known: *known,
-            }
+            term.start_date = source
+                .iter()
+                .find(|p| p.presentation == term.presentation)
+                .map(|p| p.start_date.clone());
+            term
         })
         .collect())
 }

@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
+use lodestar_domain::EvaluationReport;
 use lodestar_ingest::{IngestOptions, ingest};
 use lodestar_model::ModelFamily;
 use lodestar_train::evaluate::{Protocol, TrainOptions};
-use lodestar_train::{Hyperparameters, Snapshot, evaluate};
+use lodestar_train::{Snapshot, evaluate};
 
 /// The sample with `running` cut on day 76, ingested.
 fn snapshot(dir: &Path, running: &[&str]) -> Snapshot {
@@ -32,13 +33,19 @@ fn snapshot(dir: &Path, running: &[&str]) -> Snapshot {
     Snapshot::read(&out.dir).unwrap()
 }
 
-fn options() -> TrainOptions {
-    let mut h = Hyperparameters::default();
-    h.forest.trees = 4;
-    TrainOptions {
-        hyperparameters: h,
-        ..TrainOptions::default()
-    }
+/// The report of a logistic model evaluated at weeks 5 and 10 under `protocol`.
+fn logistic_report(s: &Snapshot, protocol: &Protocol) -> EvaluationReport {
+    let e = evaluate(
+        s,
+        protocol,
+        &[ModelFamily::Logistic],
+        &[5, 10],
+        &TrainOptions::default(),
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+    e.results[0].report.clone()
 }
 
 #[test]
@@ -61,17 +68,7 @@ fn a_running_presentation_is_neither_trained_nor_tested_on() {
             test: vec!["2013J".into()]
         }
     );
-    let e = evaluate(
-        &s,
-        &protocol,
-        &[ModelFamily::Logistic],
-        &[5, 10],
-        &options(),
-        false,
-        &mut |_| {},
-    )
-    .unwrap();
-    let r = &e.results[0].report;
+    let r = &logistic_report(&s, &protocol);
     assert_eq!(r.train_presentations, vec!["BBB-2013B".to_owned()]);
     assert_eq!(r.test_presentations, vec!["BBB-2013J".to_owned()]);
     // Tested on exactly BBB-2013J's registered students with an outcome.
@@ -101,17 +98,7 @@ fn with_no_later_finished_presentation_the_report_says_it_is_untested() {
             test: vec![]
         }
     );
-    let e = evaluate(
-        &s,
-        &protocol,
-        &[ModelFamily::Logistic],
-        &[5, 10],
-        &options(),
-        false,
-        &mut |_| {},
-    )
-    .unwrap();
-    let r = &e.results[0].report;
+    let r = &logistic_report(&s, &protocol);
     assert!(r.weeks.is_empty(), "{:?}", r.weeks);
     assert!(r.test_presentations.is_empty());
     assert!(

@@ -6,7 +6,7 @@
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString};
 use lodestar_dashboard::{Dashboard, DashboardConfig};
-use lodestar_domain::{AsOfSource, AsOfWeek, PresentationTerm, TermState};
+use lodestar_domain::{AsOfSource, PresentationTerm, TermState};
 use lodestar_store::{NewPrediction, Store};
 use serde_json::{Value, json};
 
@@ -67,25 +67,19 @@ pub fn scored(code: &str, student: i64, week: i64, p: f64) -> NewPrediction {
 /// BBB-`code` as the export left it: running as of `as_of_day` (its current week the last one
 /// complete then), or finished; 269 days long.
 pub fn term(code: &str, state: TermState, as_of_day: i32) -> PresentationTerm {
-    let running = state == TermState::Running;
-    PresentationTerm {
-        presentation: format!("BBB-{code}"),
-        state,
-        length_days: 269,
-        start_date: None,
-        as_of_day,
-        as_of_source: if running {
-            AsOfSource::LatestActivity
-        } else {
-            AsOfSource::Finished
+    match state {
+        TermState::Running => PresentationTerm::running(
+            format!("BBB-{code}"),
+            269,
+            as_of_day,
+            AsOfSource::LatestActivity,
+            4,
+            0,
+        ),
+        TermState::Finished => PresentationTerm {
+            as_of_day,
+            ..PresentationTerm::finished(format!("BBB-{code}"), 269, 4)
         },
-        current_week: if running {
-            AsOfWeek::completed_by(as_of_day)
-        } else {
-            Some(AsOfWeek::last_of(269))
-        },
-        students: 4,
-        outcomes_known: if running { 0 } else { 4 },
     }
 }
 

@@ -2,6 +2,8 @@
 //! document. Its SHA-256 is the artifact hash: the same snapshot, configuration and seed give the
 //! same bytes (no timestamps, no hash maps inside).
 
+use std::cmp::Ordering;
+
 use lodestar_domain::{FeatureKind, RiskTier, TierThresholds};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -9,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::encode::{Cell, Encoder, FeatureRow};
 use crate::explain::{Factor, Reference, describe};
 use crate::predictor::{ModelFamily, Predictor};
+use crate::probe::{self, Probe};
 use crate::{Calibration, ModelError, logit};
 
 /// Where a model came from.
@@ -76,7 +79,7 @@ pub struct Prediction {
 pub const IDENTIFIERS: [&str; 4] = ["id_student", "code_module", "code_presentation", "as_of"];
 
 /// Factors shown each way.
-const TOP_FACTORS: usize = 3;
+pub const TOP_FACTORS: usize = 3;
 
 impl Artifact {
     /// Format written by this build.
@@ -154,77 +157,194 @@ impl Artifact {
         Ok(self.score_cells(&self.cells_of(row)?))
     }
 
-    /// Scores and explains checked cells.
+    /// Scores and explains checked cells: the [`TOP_FACTORS`] strongest factors each way, as
+    /// [`Artifact::explain`] ranks them (only those are written in words).
     pub fn score_cells(&self, cells: &[Cell]) -> Prediction {
-        let uncalibrated = self.uncalibrated(cells);
+        // The strongest each way, in the order of `explain` (a stable sort: ties in column order).
+        let mut up = Strongest::default();
+        let mut down = Strongest::default();
+        let (uncalibrated, typical) = self.measure(cells, None, |column, contribution| {
+            if contribution > 0.0 {
+                up.offer(self, (column, contribution));
+            } else if contribution < 0.0 {
+                down.offer(self, (column, contribution));
+            }
+        });
         let probability = self.calibration.apply(uncalibrated);
-        let mut factors = self.explain(cells, uncalibrated);
-        let mut down: Vec<Factor> = factors
-            .iter()
-            .filter(|f| f.contribution < 0.0)
-            .cloned()
-            .collect();
-        factors.retain(|f| f.contribution > 0.0);
-        factors.truncate(TOP_FACTORS);
-        down.truncate(TOP_FACTORS);
+        let words = |side: Strongest| -> Vec<Factor> {
+            side.kept()
+                .iter()
+                .map(|&(column, contribution)| {
+                    self.factor(cells, typical.unwrap_or_default(), column, contribution)
+                })
+                .collect()
+        };
         Prediction {
             probability,
             uncalibrated,
             tier: self.tiers.tier(probability),
             flagged: probability >= self.threshold,
-            factors_up: factors,
-            factors_down: down,
+            factors_up: words(up),
+            factors_down: words(down),
         }
     }
 
-    /// Every numeric feature's contribution, largest magnitude first (ties by name).
+    /// Every numeric feature's contribution, largest magnitude first (ties by name):
+    /// `logit(uncalibrated)` minus the model's log-odds with that one feature at its typical
+    /// value for the row's week, through the whole model, encoder included. Features with no
+    /// typical value, and contributions under 1e-6 in magnitude, are left out.
     pub fn explain(&self, cells: &[Cell], uncalibrated: f64) -> Vec<Factor> {
-        let columns = &self.encoder.columns;
-        let value_of = |name: &str| -> Option<f64> {
-            let i = columns.iter().position(|c| c.name == name)?;
-            match cells[i] {
-                Cell::Num(v) if !v.is_nan() => Some(v),
-                _ => None,
-            }
-        };
-        let week = value_of("as_of_week").unwrap_or(0.0);
-        let Some(typical) = self.reference.at(week) else {
+        let mut measured = Vec::new();
+        let (_, typical) = self.measure(cells, Some(uncalibrated), |column, contribution| {
+            measured.push((column, contribution));
+        });
+        let Some(typical) = typical else {
             return Vec::new();
         };
-        let base = logit(uncalibrated);
-        let mut probe = cells.to_vec();
-        let mut factors = Vec::new();
-        for (i, c) in columns.iter().enumerate() {
-            if c.kind == FeatureKind::Categorical || c.name == "as_of_week" {
-                continue;
-            }
-            let Cell::Num(v) = cells[i] else { continue };
-            let t = typical[i];
-            if t.is_nan() {
-                continue;
-            }
-            probe[i] = Cell::Num(t);
-            let contribution = base - logit(self.uncalibrated(&probe));
-            probe[i] = cells[i];
-            if contribution.abs() < 1e-6 {
-                continue;
-            }
-            let value = (!v.is_nan()).then_some(v);
-            factors.push(Factor {
-                feature: c.name.clone(),
-                value,
-                typical: t,
-                contribution,
-                text: describe(&c.name, value, t, &value_of),
-            });
+        measured.sort_by(|a, b| self.stronger(*a, *b));
+        measured
+            .into_iter()
+            .map(|(column, contribution)| self.factor(cells, typical, column, contribution))
+            .collect()
+    }
+
+    /// The order of factors `(column, contribution)`: larger magnitude first, then by name.
+    fn stronger(&self, a: (usize, f64), b: (usize, f64)) -> Ordering {
+        let columns = &self.encoder.columns;
+        b.1.abs()
+            .total_cmp(&a.1.abs())
+            .then_with(|| columns[a.0].name.cmp(&columns[b.0].name))
+    }
+
+    /// The row's numeric value of column `name` (None when missing or not numeric).
+    fn value_of(&self, cells: &[Cell], name: &str) -> Option<f64> {
+        let i = self.encoder.columns.iter().position(|c| c.name == name)?;
+        match cells[i] {
+            Cell::Num(v) if !v.is_nan() => Some(v),
+            _ => None,
         }
-        factors.sort_by(|a, b| {
-            b.contribution
-                .abs()
-                .total_cmp(&a.contribution.abs())
-                .then_with(|| a.feature.cmp(&b.feature))
-        });
-        factors
+    }
+
+    /// Measures checked cells: returns the model's probability (exactly
+    /// [`Artifact::uncalibrated`]) and the typical values for the row's week (None when none
+    /// are known), and gives `found` each contribution `(column, contribution)` of
+    /// [`Artifact::explain`], in column order, against `uncalibrated` (the model's probability
+    /// when None). The what-ifs are evaluated together and incrementally (see
+    /// [`crate::probe`]); no text is written.
+    fn measure(
+        &self,
+        cells: &[Cell],
+        uncalibrated: Option<f64>,
+        mut found: impl FnMut(usize, f64),
+    ) -> (f64, Option<&[f64]>) {
+        let columns = &self.encoder.columns;
+        let week = self.value_of(cells, "as_of_week").unwrap_or(0.0);
+        let typical = self.reference.at(week);
+        probe::with_scratch(|s| {
+            let (mut x, mut probes, mut owners, mut out) = (
+                std::mem::take(&mut s.x),
+                std::mem::take(&mut s.probes),
+                std::mem::take(&mut s.owners),
+                std::mem::take(&mut s.out),
+            );
+            // As `Encoder::vector`, into a buffer.
+            x.clear();
+            x.resize(self.encoder.width(), 0.0);
+            self.encoder.encode_raw_into(|i| cells[i], &mut x);
+            self.encoder.finish(&mut x);
+            probes.clear();
+            owners.clear();
+            let mut at = 0;
+            for (i, (c, cell)) in columns.iter().zip(cells).enumerate() {
+                let j = at;
+                at += match cell {
+                    Cell::Num(_) => 1,
+                    Cell::Cat(_) => c.width(),
+                };
+                let Some(typical) = typical else { break };
+                if c.kind == FeatureKind::Categorical || c.name == "as_of_week" {
+                    continue;
+                }
+                let Cell::Num(_) = cell else { continue };
+                let t = typical[i];
+                if t.is_nan() {
+                    continue;
+                }
+                let value = self.encoder.finish_one(j, t);
+                if value == x[j] {
+                    // Already typical once encoded: the row itself.
+                    owners.push((i, None));
+                } else {
+                    owners.push((i, Some(probes.len())));
+                    probes.push(Probe { input: j, value });
+                }
+            }
+            out.clear();
+            out.resize(probes.len(), 0.0);
+            let own = if typical.is_some() {
+                probe::probabilities(&self.predictor, &x, &probes, &mut out, s)
+            } else {
+                self.predictor.probability(&x)
+            };
+            let base = logit(uncalibrated.unwrap_or(own));
+            for &(column, k) in &owners {
+                let contribution = base - logit(k.map_or(own, |k| out[k]));
+                if contribution.abs() < 1e-6 {
+                    continue;
+                }
+                found(column, contribution);
+            }
+            (s.x, s.probes, s.owners, s.out) = (x, probes, owners, out);
+            (own, typical)
+        })
+    }
+
+    /// Column `column`'s factor, in words.
+    fn factor(&self, cells: &[Cell], typical: &[f64], column: usize, contribution: f64) -> Factor {
+        let c = &self.encoder.columns[column];
+        let value = match cells[column] {
+            Cell::Num(v) if !v.is_nan() => Some(v),
+            _ => None,
+        };
+        let t = typical[column];
+        Factor {
+            feature: c.name.clone(),
+            value,
+            typical: t,
+            contribution,
+            text: describe(&c.name, value, t, &|name| self.value_of(cells, name)),
+        }
+    }
+}
+
+/// The [`TOP_FACTORS`] strongest factors `(column, contribution)` offered so far, strongest
+/// first, in the order of [`Artifact::explain`]'s stable sort (ties in the order offered).
+#[derive(Default)]
+struct Strongest {
+    kept: [(usize, f64); TOP_FACTORS],
+    len: usize,
+}
+
+impl Strongest {
+    fn offer(&mut self, a: &Artifact, new: (usize, f64)) {
+        if self.len == TOP_FACTORS && new.1.abs() < self.kept[TOP_FACTORS - 1].1.abs() {
+            return;
+        }
+        let at = self.kept[..self.len]
+            .iter()
+            .position(|e| a.stronger(*e, new) == Ordering::Greater)
+            .unwrap_or(self.len);
+        if at == TOP_FACTORS {
+            return;
+        }
+        let end = (self.len + 1).min(TOP_FACTORS);
+        self.kept.copy_within(at..end - 1, at + 1);
+        self.kept[at] = new;
+        self.len = end;
+    }
+
+    fn kept(&self) -> &[(usize, f64)] {
+        &self.kept[..self.len]
     }
 }
 

@@ -117,11 +117,15 @@ impl Encoder {
     /// Imputes and standardises an encoded vector in place.
     pub fn finish(&self, x: &mut [f64]) {
         for (j, v) in x.iter_mut().enumerate() {
-            if v.is_nan() {
-                *v = self.impute[j];
-            }
-            *v = (*v - self.mean[j]) / self.scale[j];
+            *v = self.finish_one(j, *v);
         }
+    }
+
+    /// The finished value of raw value `v` in encoded column `j` (as [`Encoder::finish`]).
+    #[inline]
+    pub fn finish_one(&self, j: usize, v: f64) -> f64 {
+        let v = if v.is_nan() { self.impute[j] } else { v };
+        (v - self.mean[j]) / self.scale[j]
     }
 
     /// Fits imputation (medians) and, when `standardise`, means and deviations on a row-major

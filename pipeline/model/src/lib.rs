@@ -8,13 +8,15 @@
 //! - [`predictor`]: the fitted model families as plain data.
 //! - [`calibration`]: Platt and isotonic calibration of a probability.
 //! - [`explain`]: the factors that push one student's risk up and down, in words.
-//! - [`artifact`]: the whole artifact, its hash, `score` and `explain`.
+//! - [`artifact`]: the whole artifact, its hash, `score` and `explain` (whose what-ifs a private
+//!   module, `probe`, evaluates incrementally per model family).
 
 pub mod artifact;
 pub mod calibration;
 pub mod encode;
 pub mod explain;
 pub mod predictor;
+mod probe;
 
 pub use artifact::{Artifact, Lineage, Prediction};
 pub use calibration::Calibration;

@@ -96,6 +96,19 @@ impl Node {
             value,
         }
     }
+
+    /// The child a split sends `v` to: below the threshold left, at or above right, NaN to
+    /// `missing`.
+    #[inline]
+    pub(crate) fn child(&self, v: f64) -> usize {
+        (if v.is_nan() {
+            self.missing
+        } else if v < self.threshold {
+            self.left
+        } else {
+            self.right
+        }) as usize
+    }
 }
 
 /// A binary tree, root first.
@@ -114,14 +127,7 @@ impl Tree {
             if n.feature < 0 {
                 return i;
             }
-            let v = x[n.feature as usize];
-            i = if v.is_nan() {
-                n.missing
-            } else if v < n.threshold {
-                n.left
-            } else {
-                n.right
-            } as usize;
+            i = n.child(x[n.feature as usize]);
         }
     }
 
@@ -164,14 +170,27 @@ pub struct Dense {
 
 impl Dense {
     fn forward(&self, x: &[f64]) -> Vec<f64> {
-        let mut y: Vec<f64> = self.bias.iter().map(|b| f64::from(*b)).collect();
+        let mut y = Vec::with_capacity(self.outputs);
+        self.forward_into(x, &mut y);
+        y
+    }
+
+    /// Writes `x W + b` into `y` (resized to the outputs).
+    pub(crate) fn forward_into(&self, x: &[f64], y: &mut Vec<f64>) {
+        y.clear();
+        y.extend(self.bias.iter().map(|b| f64::from(*b)));
         for (i, xi) in x.iter().enumerate() {
-            let row = &self.weights[i * self.outputs..(i + 1) * self.outputs];
+            let row = self.row(i);
             for (yo, w) in y.iter_mut().zip(row) {
                 *yo += xi * f64::from(*w);
             }
         }
-        y
+    }
+
+    /// The weights from input `i` to every output.
+    #[inline]
+    pub(crate) fn row(&self, i: usize) -> &[f32] {
+        &self.weights[i * self.outputs..(i + 1) * self.outputs]
     }
 }
 

@@ -118,6 +118,67 @@ pub struct SubgroupMetrics {
     /// Mean predicted probability minus the observed at-risk rate.
     #[serde(with = "crate::nan_as_null")]
     pub calibration_in_the_large: f64,
+    /// True-positive rate adjusted for course mix (see [`FairnessMethod::CourseMixAdjusted`]):
+    /// the overall TPR plus how far the group's TPR lies from the TPR expected from the
+    /// presentations its at-risk students are in. The gated TPR gap is the range of this over
+    /// the measured groups. Not bounded to `[0, 1]`. NaN when undefined (no at-risk student),
+    /// and in reports made before the adjustment. `tpr` stays the pooled rate.
+    #[serde(default = "nan", with = "crate::nan_as_null")]
+    pub adjusted_tpr: f64,
+    /// False-positive rate adjusted for course mix, likewise over the group's students not at
+    /// risk.
+    #[serde(default = "nan", with = "crate::nan_as_null")]
+    pub adjusted_fpr: f64,
+    /// Calibration-in-the-large adjusted for course mix: the overall calibration-in-the-large
+    /// plus the group's own minus the one expected from its students' presentations.
+    #[serde(default = "nan", with = "crate::nan_as_null")]
+    pub adjusted_calibration_in_the_large: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// How the gated subgroup gaps of a report ([`EvaluationReport::fairness`]) were computed.
+///
+/// Stored reports made before the course-mix adjustment carry no method and read as
+/// [`FairnessMethod::Pooled`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FairnessMethod {
+    /// Pooled over every tested presentation: a group's rate is taken over all its students,
+    /// whatever course they take. When modules differ in base rate and in how many students get
+    /// flagged, and groups differ in which modules they take, these gaps mostly measure the
+    /// course mix, not how the model treats a group within a course.
+    #[default]
+    Pooled,
+    /// Adjusted for course mix by indirect standardisation on the tested presentation (module
+    /// and term). The question answered is "among students of the same course presentation, does
+    /// the model flag one group's not-at-risk students more, or catch fewer of its at-risk
+    /// students?".
+    ///
+    /// For group `g`: the expected TPR is the mean, over `g`'s at-risk students, of a reference
+    /// TPR of their presentation; the adjusted TPR is
+    /// `overall TPR + (observed TPR of g - expected TPR of g)`. FPR is the same over students
+    /// not at risk, and calibration-in-the-large (mean probability minus observed at-risk rate)
+    /// the same over all students. A gap is the largest minus the smallest adjusted rate over
+    /// the measured groups (at least 30 students, `unknown` left out; the calibration gap over
+    /// absolute adjusted calibration-in-the-large, as for pooled gaps).
+    ///
+    /// The reference rate of a presentation starts as its rate over all its students (textbook
+    /// indirect standardisation) and is then freed of the presentation's own group mix: it
+    /// contains `g`'s own students, so where `g` is most of a course the textbook comparison is
+    /// largely with itself and understates a within-course difference (to about 0.65 of it in
+    /// 80/20 courses). The references and group differences are re-estimated in turn until they
+    /// settle, which is the least-squares fit of "rate = presentation effect + group effect"
+    /// over students: a difference that holds within every presentation is recovered whatever
+    /// the mix; otherwise the gap averages the within-presentation differences, weighted by how
+    /// many students of both groups each presentation holds.
+    ///
+    /// With one tested presentation the adjusted gaps are the pooled ones. A presentation
+    /// holding one group only adds no evidence either way. Intervals come from a bootstrap
+    /// stratified by presentation and group (the course mix is held as observed).
+    CourseMixAdjusted,
 }
 
 /// What including the protected attributes as features changes, at one week.
@@ -200,8 +261,17 @@ pub struct EvaluationReport {
     pub test_presentations: Vec<String>,
     /// Metrics per week.
     pub weeks: Vec<WeekMetrics>,
-    /// Fairness gaps per attribute and week.
+    /// Fairness gaps per attribute and week: what the gate judges, computed as
+    /// `fairness_method` says (adjusted for course mix in reports made since the adjustment).
     pub fairness: Vec<SubgroupGaps>,
+    /// How the gaps in `fairness` were computed (pooled in reports made before the adjustment).
+    #[serde(default)]
+    pub fairness_method: FairnessMethod,
+    /// The same gaps pooled over the tested presentations, with their intervals, for reference
+    /// (empty in reports made before the adjustment, where `fairness` itself is pooled). Not
+    /// gated, except to compare with a champion whose report has pooled gaps only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fairness_pooled: Vec<SubgroupGaps>,
     /// Metrics per subgroup, attribute and week (the basis of the gaps).
     #[serde(default)]
     pub subgroups: Vec<SubgroupMetrics>,
@@ -312,30 +382,79 @@ impl EvaluationReport {
         if self.fairness.is_empty() {
             let _ = writeln!(md, "No subgroup evaluation was stored for this version.");
         } else {
-            let _ = writeln!(
-                md,
-                "| attribute | week | TPR gap | FPR gap | calibration gap |"
-            );
-            let _ = writeln!(md, "|---|---|---|---|---|");
-            for g in &self.fairness {
+            let adjusted = self.fairness_method == FairnessMethod::CourseMixAdjusted;
+            if adjusted {
                 let _ = writeln!(
                     md,
-                    "| {:?} | {} | {:.3} | {:.3} | {:.3} |",
-                    g.attribute, g.week, g.tpr_gap, g.fpr_gap, g.calibration_gap
+                    "Gaps are adjusted for course mix: each group's rate is compared with the rate expected from the course presentations its students are in, so a gap measures how differently the model treats groups within the same course, not which courses they take. The gaps pooled over all tested presentations are listed for reference.\n"
+                );
+            } else {
+                let _ = writeln!(
+                    md,
+                    "Gaps are pooled over every tested presentation (not adjusted for course mix).\n"
+                );
+            }
+            let interval = |v: f64, i: Option<Interval>| match i {
+                Some(i) => format!("{v:.3} ({:.3}–{:.3})", i.low, i.high),
+                None => format!("{v:.3}"),
+            };
+            let _ = writeln!(
+                md,
+                "| attribute | week | TPR gap (95% interval) | FPR gap | calibration gap | pooled TPR / FPR / calibration gap | groups |"
+            );
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+            for g in &self.fairness {
+                let pooled = if adjusted {
+                    self.fairness_pooled
+                        .iter()
+                        .find(|h| h.week == g.week && h.attribute == g.attribute)
+                } else {
+                    Some(g)
+                };
+                let _ = writeln!(
+                    md,
+                    "| {:?} | {} | {} | {} | {} | {} | {} |",
+                    g.attribute,
+                    g.week,
+                    interval(g.tpr_gap, g.tpr_interval),
+                    interval(g.fpr_gap, g.fpr_interval),
+                    interval(g.calibration_gap, g.calibration_interval),
+                    pooled.map_or_else(
+                        || "-".to_owned(),
+                        |h| format!(
+                            "{:.3} / {:.3} / {:.3}",
+                            h.tpr_gap, h.fpr_gap, h.calibration_gap
+                        )
+                    ),
+                    g.measured
+                        .iter()
+                        .map(|(name, n)| format!("{name} ({n})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
         if !self.subgroups.is_empty() {
             let _ = writeln!(
                 md,
-                "\n| attribute | group | week | students | at risk | ROC AUC | TPR | FPR | ECE |"
+                "\n| attribute | group | week | students | at risk | ROC AUC | TPR | FPR | ECE | TPR adjusted | FPR adjusted |"
             );
-            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
             for g in &self.subgroups {
                 let _ = writeln!(
                     md,
-                    "| {:?} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                    g.attribute, g.group, g.week, g.n, g.positives, g.roc_auc, g.tpr, g.fpr, g.ece
+                    "| {:?} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    g.attribute,
+                    g.group,
+                    g.week,
+                    g.n,
+                    g.positives,
+                    g.roc_auc,
+                    g.tpr,
+                    g.fpr,
+                    g.ece,
+                    g.adjusted_tpr,
+                    g.adjusted_fpr
                 );
             }
         }
@@ -378,7 +497,7 @@ impl EvaluationReport {
         );
         let _ = writeln!(
             md,
-            "- Subgroups with few students have wide uncertainty; gaps above are point estimates."
+            "- Subgroups with few students have wide uncertainty: read a gap with its 95% bootstrap interval."
         );
         md
     }
@@ -459,6 +578,43 @@ pub struct GateDecision {
     pub reasons: Vec<String>,
 }
 
+/// The three gaps of one attribute at one week: name, estimate, interval.
+fn gap_metrics(g: &SubgroupGaps) -> [(&'static str, f64, Option<Interval>); 3] {
+    [
+        ("TPR", g.tpr_gap, g.tpr_interval),
+        ("FPR", g.fpr_gap, g.fpr_interval),
+        ("calibration", g.calibration_gap, g.calibration_interval),
+    ]
+}
+
+/// An interval with both ends finite.
+fn finite(i: Option<Interval>) -> Option<Interval> {
+    i.filter(|i| i.low.is_finite() && i.high.is_finite())
+}
+
+/// The measured groups with their sizes, e.g. `F (1203), M (1544)`.
+fn group_sizes(g: &SubgroupGaps) -> String {
+    g.measured
+        .iter()
+        .map(|(name, n)| format!("{name} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl EvaluationReport {
+    /// The report's subgroup gaps computed by `method`, where it has them: `fairness` when that
+    /// is the report's method; the pooled gaps kept beside adjusted ones when asked for pooled.
+    pub fn gaps_by(&self, method: FairnessMethod) -> Option<&[SubgroupGaps]> {
+        if self.fairness_method == method {
+            Some(&self.fairness)
+        } else if method == FairnessMethod::Pooled && !self.fairness_pooled.is_empty() {
+            Some(&self.fairness_pooled)
+        } else {
+            None
+        }
+    }
+}
+
 impl PromotionGate {
     /// Checks `candidate` against the current `champion` (none: only the absolute bounds apply).
     pub fn evaluate(
@@ -479,78 +635,7 @@ impl PromotionGate {
                     c.ece, self.max_ece
                 ));
             }
-            for g in candidate.fairness.iter().filter(|g| g.week == week) {
-                let champion_gaps = champion.and_then(|c| {
-                    c.fairness
-                        .iter()
-                        .find(|h| h.week == week && h.attribute == g.attribute)
-                });
-                let gaps = [
-                    (
-                        "TPR",
-                        g.tpr_gap,
-                        g.tpr_interval,
-                        champion_gaps.and_then(|h| h.tpr_interval),
-                    ),
-                    (
-                        "FPR",
-                        g.fpr_gap,
-                        g.fpr_interval,
-                        champion_gaps.and_then(|h| h.fpr_interval),
-                    ),
-                    (
-                        "calibration",
-                        g.calibration_gap,
-                        g.calibration_interval,
-                        champion_gaps.and_then(|h| h.calibration_interval),
-                    ),
-                ];
-                if gaps.iter().any(|(_, v, _, _)| v.is_nan()) {
-                    reasons.push(format!(
-                        "week {week}: {:?} subgroup gap NaN exceeds {:.3}",
-                        g.attribute, self.max_fairness_gap
-                    ));
-                    continue;
-                }
-                let groups = || {
-                    g.measured
-                        .iter()
-                        .map(|(name, n)| format!("{name} ({n})"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                for (what, value, interval, champion_interval) in gaps {
-                    match interval.filter(|i| i.low.is_finite() && i.high.is_finite()) {
-                        // With its uncertainty: refused only where the whole interval is above
-                        // the limit, or credibly wider than the champion's gap.
-                        Some(i) => {
-                            if i.low > self.max_fairness_gap {
-                                reasons.push(format!(
-                                    "week {week}: {:?} {what} gap {value:.3} (95% interval {:.3} to {:.3}) exceeds {:.3}; groups: {}",
-                                    g.attribute, i.low, i.high, self.max_fairness_gap, groups()
-                                ));
-                            } else if let Some(h) = champion_interval
-                                && h.high.is_finite()
-                                && i.low > h.high
-                            {
-                                reasons.push(format!(
-                                    "week {week}: {:?} {what} gap {value:.3} (95% interval {:.3} to {:.3}) is credibly wider than the champion's (up to {:.3}); groups: {}",
-                                    g.attribute, i.low, i.high, h.high, groups()
-                                ));
-                            }
-                        }
-                        // A report without intervals: the point estimate decides, as before.
-                        None => {
-                            if value > self.max_fairness_gap {
-                                reasons.push(format!(
-                                    "week {week}: {:?} subgroup gap {value:.3} exceeds {:.3}",
-                                    g.attribute, self.max_fairness_gap
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
+            self.judge_gaps(candidate, champion, week, &mut reasons);
             if let Some(champion) = champion {
                 // A week the champion was not evaluated at is no evidence either way: refuse.
                 let Some(ch) = week_of(champion, week) else {
@@ -577,6 +662,142 @@ impl PromotionGate {
         GateDecision {
             passed: reasons.is_empty(),
             reasons,
+        }
+    }
+
+    /// The subgroup-gap checks at one gate week.
+    ///
+    /// The candidate's gated gaps ([`EvaluationReport::fairness`], adjusted for course mix in
+    /// reports made since the adjustment) refuse where the 95% interval lies entirely above
+    /// `max_fairness_gap` (the point estimate decides for a report without intervals). A gap
+    /// also refuses where its interval lies entirely above the champion's interval, compared
+    /// like with like: adjusted with adjusted; when the champion's report predates the
+    /// adjustment, the pooled gaps both reports carry. A gap refused on the limit is not refused
+    /// again against the champion.
+    fn judge_gaps(
+        &self,
+        candidate: &EvaluationReport,
+        champion: Option<&EvaluationReport>,
+        week: u16,
+        reasons: &mut Vec<String>,
+    ) {
+        let adjusted = candidate.fairness_method == FairnessMethod::CourseMixAdjusted;
+        let pooled_value = |g: &SubgroupGaps, m: usize| {
+            candidate
+                .fairness_pooled
+                .iter()
+                .find(|h| h.week == g.week && h.attribute == g.attribute)
+                .map(|h| gap_metrics(h)[m].1)
+        };
+        let mut refused = Vec::new();
+        for g in candidate.fairness.iter().filter(|g| g.week == week) {
+            let gaps = gap_metrics(g);
+            if gaps.iter().any(|(_, v, _)| v.is_nan()) {
+                reasons.push(format!(
+                    "week {week}: {:?} subgroup gap NaN exceeds {:.3}",
+                    g.attribute, self.max_fairness_gap
+                ));
+                refused.extend(["TPR", "FPR", "calibration"].map(|m| (g.attribute, m)));
+                continue;
+            }
+            for (m, (what, value, interval)) in gaps.into_iter().enumerate() {
+                let (how, pooled) = if adjusted {
+                    (
+                        " adjusted for course mix",
+                        pooled_value(g, m)
+                            .map(|v| format!("; pooled over courses it is {v:.3}"))
+                            .unwrap_or_default(),
+                    )
+                } else {
+                    ("", String::new())
+                };
+                match finite(interval) {
+                    // With its uncertainty: refused only where the whole interval is above the
+                    // limit.
+                    Some(i) => {
+                        if i.low > self.max_fairness_gap {
+                            refused.push((g.attribute, what));
+                            reasons.push(format!(
+                                "week {week}: {:?} {what} gap{how} {value:.3} (95% interval {:.3} to {:.3}) exceeds {:.3}; groups: {}{pooled}",
+                                g.attribute,
+                                i.low,
+                                i.high,
+                                self.max_fairness_gap,
+                                group_sizes(g)
+                            ));
+                        }
+                    }
+                    // A report without intervals: the point estimate decides, as before.
+                    None => {
+                        if value > self.max_fairness_gap {
+                            refused.push((g.attribute, what));
+                            reasons.push(if adjusted {
+                                format!(
+                                    "week {week}: {:?} subgroup gap {value:.3} exceeds {:.3} ({what} gap{how}; groups: {}{pooled})",
+                                    g.attribute,
+                                    self.max_fairness_gap,
+                                    group_sizes(g)
+                                )
+                            } else {
+                                format!(
+                                    "week {week}: {:?} subgroup gap {value:.3} exceeds {:.3}",
+                                    g.attribute, self.max_fairness_gap
+                                )
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        // Against the champion, like with like.
+        let Some(champion) = champion else { return };
+        let (ours, theirs, basis, why) = match champion.gaps_by(candidate.fairness_method) {
+            Some(theirs) => (
+                Some(&candidate.fairness[..]),
+                Some(theirs),
+                if adjusted {
+                    " adjusted for course mix"
+                } else {
+                    ""
+                },
+                "",
+            ),
+            None => (
+                candidate.gaps_by(FairnessMethod::Pooled),
+                champion.gaps_by(FairnessMethod::Pooled),
+                " pooled over courses",
+                " (the champion's report has no gaps adjusted for course mix to compare with)",
+            ),
+        };
+        let (Some(ours), Some(theirs)) = (ours, theirs) else {
+            return;
+        };
+        for g in ours.iter().filter(|g| g.week == week) {
+            let Some(h) = theirs
+                .iter()
+                .find(|h| h.week == week && h.attribute == g.attribute)
+            else {
+                continue;
+            };
+            for ((what, value, interval), (_, _, champion_interval)) in
+                gap_metrics(g).into_iter().zip(gap_metrics(h))
+            {
+                if refused.contains(&(g.attribute, what)) || value.is_nan() {
+                    continue;
+                }
+                if let (Some(i), Some(c)) = (finite(interval), finite(champion_interval))
+                    && i.low > c.high
+                {
+                    reasons.push(format!(
+                        "week {week}: {:?} {what} gap{basis} {value:.3} (95% interval {:.3} to {:.3}) is credibly wider than the champion's (up to {:.3}){why}; groups: {}",
+                        g.attribute,
+                        i.low,
+                        i.high,
+                        c.high,
+                        group_sizes(g)
+                    ));
+                }
+            }
         }
     }
 }
@@ -695,5 +916,132 @@ mod tests {
         assert!(!gate.evaluate(&worse, Some(&report(0.8, 0.01, 0.0))).passed);
         assert!(gate.evaluate(&report(0.8, 0.01, 0.0), Some(&worse)).passed);
         assert!(!gate.evaluate(&report(0.8, f64::NAN, 0.0), None).passed);
+    }
+
+    fn gaps(tpr: f64, low: f64, high: f64) -> SubgroupGaps {
+        SubgroupGaps {
+            attribute: ProtectedAttribute::Gender,
+            week: 10,
+            tpr_gap: tpr,
+            fpr_gap: 0.01,
+            calibration_gap: 0.01,
+            tpr_interval: Some(Interval { low, high }),
+            fpr_interval: Some(Interval {
+                low: 0.0,
+                high: 0.05,
+            }),
+            calibration_interval: Some(Interval {
+                low: 0.0,
+                high: 0.05,
+            }),
+            measured: vec![("F".into(), 1203), ("M".into(), 1544)],
+        }
+    }
+
+    /// A report whose gated gaps are adjusted for course mix, with its pooled gaps beside.
+    fn adjusted(adjusted: SubgroupGaps, pooled: SubgroupGaps) -> EvaluationReport {
+        EvaluationReport {
+            fairness: vec![adjusted],
+            fairness_method: FairnessMethod::CourseMixAdjusted,
+            fairness_pooled: vec![pooled],
+            ..report(0.8, 0.02, 0.0)
+        }
+    }
+
+    #[test]
+    fn the_gate_judges_the_adjusted_gaps_and_says_so() {
+        let gate = PromotionGate::default();
+        // Pooled over courses the gap is large; within courses it is not: passes.
+        let fair = adjusted(gaps(0.05, 0.0, 0.1), gaps(0.35, 0.3, 0.4));
+        assert!(gate.evaluate(&fair, None).passed);
+        // Credibly above the limit within courses: refused, naming attribute, groups, sizes,
+        // interval and the adjustment.
+        let unfair = adjusted(gaps(0.3, 0.25, 0.35), gaps(0.1, 0.05, 0.15));
+        let d = gate.evaluate(&unfair, None);
+        assert_eq!(
+            d.reasons,
+            vec![
+                "week 10: Gender TPR gap adjusted for course mix 0.300 (95% interval 0.250 to 0.350) exceeds 0.200; groups: F (1203), M (1544); pooled over courses it is 0.100"
+                    .to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn the_champion_is_compared_like_with_like() {
+        let gate = PromotionGate::default();
+        // Both adjusted: the adjusted intervals are compared.
+        let champion = adjusted(gaps(0.02, 0.0, 0.05), gaps(0.3, 0.25, 0.35));
+        let candidate = adjusted(gaps(0.12, 0.08, 0.16), gaps(0.12, 0.08, 0.16));
+        let d = gate.evaluate(&candidate, Some(&champion));
+        assert!(
+            d.reasons.iter().any(|r| r.contains(
+                "Gender TPR gap adjusted for course mix 0.120 (95% interval 0.080 to 0.160) is credibly wider than the champion's (up to 0.050)"
+            )),
+            "{:?}",
+            d.reasons
+        );
+        // A champion whose report predates the adjustment: its pooled gaps against the
+        // candidate's pooled ones.
+        let mut old = report(0.7, 0.02, 0.0);
+        old.fairness = vec![gaps(0.1, 0.05, 0.15)];
+        let candidate = adjusted(gaps(0.02, 0.0, 0.05), gaps(0.19, 0.17, 0.21));
+        let d = gate.evaluate(&candidate, Some(&old));
+        assert_eq!(d.reasons.len(), 1, "{:?}", d.reasons);
+        assert!(
+            d.reasons[0].contains("Gender TPR gap pooled over courses 0.190")
+                && d.reasons[0].contains("no gaps adjusted for course mix"),
+            "{:?}",
+            d.reasons
+        );
+        let candidate = adjusted(gaps(0.02, 0.0, 0.05), gaps(0.12, 0.08, 0.16));
+        assert!(gate.evaluate(&candidate, Some(&old)).passed);
+    }
+
+    #[test]
+    fn a_report_stored_before_the_adjustment_reads_as_pooled() {
+        let mut r = adjusted(gaps(0.05, 0.0, 0.1), gaps(0.35, 0.3, 0.4));
+        r.subgroups = vec![SubgroupMetrics {
+            attribute: ProtectedAttribute::Gender,
+            group: "F".into(),
+            week: 10,
+            n: 1203,
+            positives: 400,
+            roc_auc: 0.8,
+            tpr: 0.7,
+            fpr: 0.2,
+            ece: 0.03,
+            calibration_in_the_large: 0.01,
+            adjusted_tpr: 0.72,
+            adjusted_fpr: 0.19,
+            adjusted_calibration_in_the_large: 0.0,
+        }];
+        let json = serde_json::to_value(&r).unwrap();
+        let back: EvaluationReport = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, r);
+        // The stored JSON of an older report has none of the new fields.
+        let mut old = json;
+        let o = old.as_object_mut().unwrap();
+        o.remove("fairness_method");
+        o.remove("fairness_pooled");
+        for g in o["subgroups"].as_array_mut().unwrap() {
+            let g = g.as_object_mut().unwrap();
+            for k in [
+                "adjusted_tpr",
+                "adjusted_fpr",
+                "adjusted_calibration_in_the_large",
+            ] {
+                assert!(g.remove(k).is_some(), "{k}");
+            }
+        }
+        let back: EvaluationReport = serde_json::from_value(old).unwrap();
+        assert_eq!(back.fairness_method, FairnessMethod::Pooled);
+        assert!(back.fairness_pooled.is_empty());
+        assert!(back.subgroups[0].adjusted_tpr.is_nan());
+        assert_eq!(
+            back.gaps_by(FairnessMethod::Pooled).unwrap(),
+            &back.fairness[..]
+        );
+        assert!(back.gaps_by(FairnessMethod::CourseMixAdjusted).is_none());
     }
 }

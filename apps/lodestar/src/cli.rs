@@ -237,6 +237,24 @@ pub(crate) enum BenchCommand {
     /// The prediction API against this binary on loopback: exec to /readyz, a 1,000-row batch,
     /// and single-row POST /v1/predictions throughput with wrk (when installed).
     Api(BenchApiArgs),
+    /// The nightly scoring on this data folder's latest run (run `lodestar pipeline run` first):
+    /// every row it would score with history, scored in memory and scored and stored, on
+    /// SQLite and (with --postgres) PostgreSQL, alternating: predictions per second, the ratio,
+    /// the longest write transaction, database bytes per prediction and peak memory.
+    Score(BenchScoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchScoreArgs {
+    /// Also store into this PostgreSQL database (a fresh schema per repeat, dropped after).
+    #[arg(long, value_name = "URL")]
+    pub(crate) postgres: Option<String>,
+    /// Times each side is run (alternating); the best is kept.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) repeat: u32,
+    /// Score only each presentation's current week (the default nightly), not every week.
+    #[arg(long)]
+    pub(crate) current_only: bool,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             Command::Models(command) => models::run(&config, command),
             Command::Bench(cli::BenchCommand::Ingest(args)) => bench::run_ingest(&config, args),
             Command::Bench(cli::BenchCommand::Api(args)) => api::bench(&config, args),
+            Command::Bench(cli::BenchCommand::Score(args)) => bench::run_score(&config, args),
             Command::Api(args) => api::run(&config, args),
             Command::Tokens(command) => api::tokens(&config, command),
             Command::Dashboard(args) => dashboard::run(&config, args),

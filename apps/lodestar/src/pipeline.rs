@@ -23,7 +23,10 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn pipeline(config: &Config, pipeline: PipelineConfig) -> anyhow::Result<Arc<Pipeline>> {
+pub(crate) async fn pipeline(
+    config: &Config,
+    pipeline: PipelineConfig,
+) -> anyhow::Result<Arc<Pipeline>> {
     let store = connect(config).await?;
     Ok(Arc::new(Pipeline::new(
         store,
@@ -163,6 +166,29 @@ fn print_summary(summary: &Value) {
         }
         for note in s["notes"].as_array().into_iter().flatten() {
             println!("  note: {}", note.as_str().unwrap_or(""));
+        }
+        if let Some(t) = s.get("timing").filter(|t| !t.is_null())
+            && t["rows"].as_u64().is_some_and(|n| n > 0)
+        {
+            let rows = t["rows"].as_f64().unwrap_or(0.0);
+            let seconds = t["seconds"].as_f64().unwrap_or(f64::NAN);
+            let compute = t["compute_seconds"].as_f64().unwrap_or(f64::NAN);
+            let resumed = t["resumed_after"].as_u64().unwrap_or(0);
+            println!(
+                "  {:.1} s: {:.0} predictions/s scored and stored, {:.0}/s scoring alone (ratio {:.2}); longest write transaction {:.0} ms of {}, publication {:.0} ms{}",
+                seconds,
+                rows / seconds,
+                (rows - resumed as f64) / compute,
+                compute / seconds,
+                t["longest_write_ms"].as_f64().unwrap_or(f64::NAN),
+                t["transactions"],
+                t["publish_ms"].as_f64().unwrap_or(f64::NAN),
+                if resumed > 0 {
+                    format!(" (taken up after {resumed} rows an interrupted run had stored)")
+                } else {
+                    String::new()
+                }
+            );
         }
     }
     if let Some(d) = summary.get("drift").filter(|d| !d.is_null()) {

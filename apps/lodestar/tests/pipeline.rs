@@ -367,10 +367,19 @@ fn sigkill_in_the_middle_of_steps_leaves_nothing_duplicated_and_the_next_run_fin
         ("features", None, true),
         ("register:after", None, true),
         ("gate:after", Some(1), true),
+        ("score:staged", Some(1), true),
         ("score:before-commit", Some(1), true),
         ("score:after", Some(1), false),
     ] {
         for e in envs(&point.replace([':', '-'], "_")) {
+            // Small write transactions, so a kill after the first leaves most rows unwritten.
+            let toml = e.dir.path().join("lodestar.toml");
+            let text = std::fs::read_to_string(&toml).unwrap();
+            std::fs::write(
+                &toml,
+                text.replace("[pipeline]\n", "[pipeline]\nscore_chunk_rows = 300\n"),
+            )
+            .unwrap();
             let spec = format!("{point}=kill");
             let (out, _) = e.run_json(&[("LODESTAR_FAILPOINTS", &spec)]);
             assert_eq!(
@@ -399,6 +408,19 @@ fn sigkill_in_the_middle_of_steps_leaves_nothing_duplicated_and_the_next_run_fin
                 "{point}: {killed}"
             );
             let stored = doc["summary"]["score"]["stored"].as_u64().unwrap();
+            let resumed = doc["summary"]["score"]["timing"]["resumed_after"].as_u64();
+            match point {
+                // The killed run's staged rows were invisible; the next run took them up.
+                "score:staged" => assert_eq!(resumed, Some(300), "{point}"),
+                "score:before-commit" => assert_eq!(resumed, Some(stored), "{point}"),
+                _ => {}
+            }
+            // Every prediction the version made is stored once: as many rows as were scored.
+            assert_eq!(
+                e.count("SELECT COUNT(*) FROM predictions"),
+                e.count("SELECT COUNT(*) FROM prediction_rows"),
+                "{point}: no staged row left behind"
+            );
             if next_stores_all {
                 assert!(stored > 0, "{point}");
                 let expected = *expected_predictions.get_or_insert(stored);

@@ -63,6 +63,9 @@ pub struct PipelineConfig {
     /// Also score the finished test presentations (a replay of history); off: each night scores
     /// the running presentations only.
     pub score_finished: bool,
+    /// Predictions written per transaction while scoring (each a few hundredths of a second of
+    /// the database; tonight's scores become visible together once all are written).
+    pub score_chunk_rows: usize,
     /// The promotion gate the candidate must pass against the champion.
     pub gate: PromotionGate,
     /// A run is flagged when a feature's population stability index exceeds this.
@@ -100,6 +103,7 @@ impl Default for PipelineConfig {
             score_week: None,
             score_history: false,
             score_finished: false,
+            score_chunk_rows: lodestar_store::STAGE_CHUNK,
             gate: PromotionGate::default(),
             drift_threshold: 0.25,
             webhook: None,
@@ -156,6 +160,9 @@ impl PipelineConfig {
         }
         if self.attempts == 0 {
             return bad("pipeline.attempts must be at least 1");
+        }
+        if self.score_chunk_rows == 0 {
+            return bad("pipeline.score_chunk_rows must be at least 1");
         }
         if self.step_timeout_seconds == 0 {
             return bad("pipeline.step_timeout_seconds must be at least 1");

@@ -21,7 +21,8 @@ pub enum Action {
 }
 
 /// Configured failpoints: `STEP` (at the start of each attempt), `STEP:after` (the step's work
-/// done, not yet recorded), `score:before-commit`.
+/// done, not yet recorded), `score:staged` (the first chunk of scores staged), `score:before-commit`
+/// (every chunk staged, not yet published).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Failpoints(BTreeMap<String, Action>);
 

@@ -11,6 +11,7 @@ pub mod failpoints;
 pub mod inbox;
 pub mod runner;
 pub mod schedule;
+pub mod scoring;
 pub mod service;
 pub mod steps;
 

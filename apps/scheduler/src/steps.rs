@@ -8,24 +8,22 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use lodestar_domain::{EvaluationReport, PresentationTerm, RiskTier, TermState};
 use lodestar_ingest::snapshot::snapshot_id;
 use lodestar_ingest::sources::{convert_as_of, converted_dir};
 use lodestar_ingest::{IngestOptions, ingest};
 use lodestar_model::Artifact;
-use lodestar_store::{
-    ArtifactRef, CHAMPION, GateEvidence, NewPrediction, NewVersion, Promotion, StoreError,
-};
-use lodestar_train::batch::{
-    FeatureDrift, context, current_rows, history_rows, population_stability, score_rows,
-};
+use lodestar_store::{ArtifactRef, CHAMPION, GateEvidence, NewVersion, Promotion, StoreError};
+use lodestar_train::batch::{FeatureDrift, current_rows, history_rows, population_stability};
 use lodestar_train::{Protocol, Snapshot, TrainOptions, evaluate_artifact, train_for};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Pipeline;
+use crate::scoring::{ScoreJob, score_and_store};
 
 /// Outputs of the steps a step reads, by step name.
 pub type Inputs = BTreeMap<&'static str, Value>;
@@ -204,6 +202,31 @@ pub struct ScoreOut {
     /// Why nothing (or less than every running presentation) was scored, in words.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Where the step's time went (absent in outputs of older versions).
+    #[serde(default)]
+    pub timing: Option<ScoreTiming>,
+}
+
+/// How fast tonight's scores were computed and stored, and how long any write held the
+/// database.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoreTiming {
+    /// Predictions scored and stored tonight.
+    pub rows: u64,
+    /// The step's wall time, reading the snapshot included.
+    pub seconds: f64,
+    /// Time spent scoring and explaining (in memory, overlapped with the writes).
+    pub compute_seconds: f64,
+    /// Write transactions (staging chunks and the publication).
+    pub transactions: u64,
+    /// The longest of them, in milliseconds.
+    pub longest_write_ms: f64,
+    /// The publication (tonight's rows made visible, current risk moved), in milliseconds.
+    pub publish_ms: f64,
+    /// Rows an interrupted earlier run had staged, taken up rather than scored again.
+    pub resumed_after: u64,
+    /// Rows of abandoned unpublished batches deleted.
+    pub discarded: u64,
 }
 
 /// One presentation scored tonight.
@@ -664,6 +687,7 @@ fn rows_to_score(
 }
 
 async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResult {
+    let started = Instant::now();
     let f: FeaturesOut = input(inputs, "features")?;
     let g: GateOut = input(inputs, "gate")?;
     let v = p
@@ -671,29 +695,26 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
         .version(&g.model, g.champion)
         .await
         .map_err(store_err)?;
-    let artifact = load_artifact(p, &v.artifact).await?;
+    let artifact = Arc::new(load_artifact(p, &v.artifact).await?);
     let config = p.config.clone();
-    let (scored, s, notes) = blocking(move || {
-        let s = read_snapshot(&f.dir)?;
+    let dir = f.dir.clone();
+    let (s, rows, notes) = blocking(move || {
+        let s = read_snapshot(&dir)?;
         let mut notes = Vec::new();
         let rows = rows_to_score(&s, &config, &mut notes)?;
-        let predictions = score_rows(&s, &artifact, &rows).map_err(|e| e.to_string())?;
-        Ok((
-            rows.into_iter().zip(predictions).collect::<Vec<_>>(),
-            s,
-            notes,
-        ))
+        Ok((s, rows, notes))
     })
     .await?;
+    let s = Arc::new(s);
     // The week each presentation is scored at, and every (presentation, week) scored.
     let mut weeks: BTreeMap<String, u16> = BTreeMap::new();
-    let mut pairs: std::collections::BTreeSet<(u32, u16)> = Default::default();
-    for (r, _) in &scored {
+    let mut pairs: BTreeMap<(u32, u16), u64> = BTreeMap::new();
+    for r in &rows {
         let w = weeks
             .entry(s.presentations[s.presentation[*r] as usize].clone())
             .or_insert(0);
         *w = (*w).max(s.week[*r]);
-        pairs.insert((s.presentation[*r], s.week[*r]));
+        *pairs.entry((s.presentation[*r], s.week[*r])).or_default() += 1;
     }
     let presentations: Vec<ScoredPresentation> = weeks
         .iter()
@@ -707,15 +728,14 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
                 weeks: term.weeks(),
                 as_of_day: term.as_of_day,
                 as_of_date: term.as_of_date(),
-                students: scored
-                    .iter()
-                    .filter(|(r, _)| s.presentation[*r] == pr && s.week[*r] == *week)
-                    .count() as u64,
+                students: pairs.get(&(pr, *week)).copied().unwrap_or(0),
             })
         })
         .collect();
+    // A presentation and week this version has already scored (and published) is not scored
+    // twice.
     let mut done: std::collections::BTreeSet<(u32, u16)> = Default::default();
-    for (pr, week) in &pairs {
+    for (pr, week) in pairs.keys() {
         let name = &s.presentations[*pr as usize];
         let (module, code) = name.split_once('-').unwrap_or((name, ""));
         if p.store
@@ -736,50 +756,50 @@ async fn score_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepResu
         })
         .map(|(name, _)| name.clone())
         .collect();
+    let todo: Vec<usize> = rows
+        .into_iter()
+        .filter(|r| !done.contains(&(s.presentation[*r], s.week[*r])))
+        .collect();
+    let mut timing = ScoreTiming::default();
     let mut by_tier: BTreeMap<String, u64> = RiskTier::ALL
         .iter()
         .map(|t| (t.as_str().to_owned(), 0))
         .collect();
-    let rows: Vec<NewPrediction> = scored
-        .iter()
-        .filter(|(r, _)| !done.contains(&(s.presentation[*r], s.week[*r])))
-        .map(|(r, pr)| {
-            let name = &s.presentations[s.presentation[*r] as usize];
-            let (module, code) = name.split_once('-').unwrap_or((name, ""));
-            *by_tier.entry(pr.tier.as_str().to_owned()).or_default() += 1;
-            NewPrediction {
-                model: g.model.clone(),
-                version: g.champion,
-                code_module: module.to_owned(),
-                code_presentation: code.to_owned(),
-                id_student: s.student[*r],
-                as_of_week: i64::from(s.week[*r]),
-                probability: pr.probability,
-                tier: pr.tier.as_str().to_owned(),
-                explanation: json!({"up": pr.factors_up, "down": pr.factors_down, "flagged": pr.flagged}),
-                run_id: Some(run.id),
-                context: context(&s, *r),
-            }
-        })
-        .collect();
-    p.failpoints.hit("score:before-commit");
-    let stored = p.store.insert_predictions(&rows).await.map_err(store_err)?;
+    if !todo.is_empty() {
+        let job = ScoreJob {
+            model: g.model.clone(),
+            version: g.champion,
+            run_id: Some(run.id),
+            snapshot_id: f.snapshot_id.clone(),
+            snapshot: Arc::clone(&s),
+            artifact,
+            rows: Arc::new(todo),
+            chunk: p.config.score_chunk_rows,
+        };
+        let (t, batch) = score_and_store(&p.store, job, &p.failpoints).await?;
+        timing = t;
+        for (tier, n) in p.store.batch_tiers(batch).await.map_err(store_err)? {
+            by_tier.insert(tier, n);
+        }
+    }
     // Then every presentation's term (running or finished, as of which day, current week): the
     // caseload shows a running term's students at its current week, so the week moves on only
-    // once its scores are stored. Idempotent; a retry after a failure here stores no score
+    // once its scores are published. Idempotent; a retry after a failure here stores no score
     // twice and records the terms.
     p.store
         .record_terms(&s.terms, &s.id)
         .await
         .map_err(store_err)?;
+    timing.seconds = started.elapsed().as_secs_f64();
     to_json(&ScoreOut {
         version: g.champion,
-        stored,
+        stored: timing.rows,
         by_tier,
         weeks,
         already_scored: already,
         presentations,
         notes,
+        timing: Some(timing),
     })
 }
 
@@ -883,6 +903,52 @@ async fn notify_step(p: &Pipeline, run: &RunContext, inputs: &Inputs) -> StepRes
         return Err(format!("webhook {shown} answered {status}").into());
     }
     Ok(json!({"sent": true, "status": status.as_u16()}))
+}
+
+/// The rows tonight's `score` step would score (every one, as on a first night), from the
+/// latest run whose `features` and `gate` steps succeeded: for `lodestar bench score`.
+pub async fn latest_score_job(p: &Pipeline) -> Result<ScoreJob, String> {
+    for run in p.store.runs(50).await.map_err(|e| e.to_string())? {
+        let steps = p.store.steps(run.id).await.map_err(|e| e.to_string())?;
+        let output = |name: &str| {
+            steps
+                .iter()
+                .rev()
+                .find(|s| s.step == name && s.status == "succeeded")
+                .and_then(|s| s.output.clone())
+        };
+        let (Some(f), Some(g)) = (output("features"), output("gate")) else {
+            continue;
+        };
+        let f: FeaturesOut = serde_json::from_value(f).map_err(|e| e.to_string())?;
+        let g: GateOut = serde_json::from_value(g).map_err(|e| e.to_string())?;
+        let v = p
+            .store
+            .version(&g.model, g.champion)
+            .await
+            .map_err(|e| e.to_string())?;
+        let artifact = load_artifact(p, &v.artifact).await.map_err(|e| e.message)?;
+        let config = p.config.clone();
+        let dir = f.dir.clone();
+        let (s, rows) = blocking(move || {
+            let s = read_snapshot(&dir)?;
+            let rows = rows_to_score(&s, &config, &mut Vec::new())?;
+            Ok((s, rows))
+        })
+        .await
+        .map_err(|e| e.message)?;
+        return Ok(ScoreJob {
+            model: g.model,
+            version: g.champion,
+            run_id: None,
+            snapshot_id: f.snapshot_id,
+            snapshot: Arc::new(s),
+            artifact: Arc::new(artifact),
+            rows: Arc::new(rows),
+            chunk: p.config.score_chunk_rows,
+        });
+    }
+    Err("no run in this data folder got past its gate: run `lodestar pipeline run --export DIR` first".into())
 }
 
 #[cfg(test)]

@@ -273,21 +273,9 @@ impl Store {
         } else {
             ""
         };
-        // The two fields the caseload shows, read by the database's JSON functions: parsing
-        // every student's whole explanation would cost more than the query.
-        let (reason, days) = match self.backend() {
-            crate::Backend::Sqlite => (
-                "json_extract(p.explanation_json, '$.up[0].text')",
-                "CAST(json_extract(p.context_json, '$.days_since_last_activity') AS REAL)",
-            ),
-            crate::Backend::Postgres => (
-                "(p.explanation_json::jsonb -> 'up' -> 0 ->> 'text')",
-                "((p.context_json::jsonb ->> 'days_since_last_activity')::float8)",
-            ),
-        };
         let sql = format!(
             "SELECT cr.code_module, cr.code_presentation, cr.id_student, p.id, p.as_of_week, p.probability, \
-               p.tier, {reason} AS top_reason, {days} AS days_idle, q.as_of_week AS previous_week, \
+               p.tier, p.explanation_json, p.context_json, q.as_of_week AS previous_week, \
                q.probability AS previous_probability, q.tier AS previous_tier \
              FROM current_risk cr {scope} {join} JOIN predictions p ON p.id = cr.prediction_id \
              LEFT JOIN predictions q ON q.id = cr.previous_id WHERE $1 = $1 {filter} \
@@ -300,8 +288,34 @@ impl Store {
             .bind(term.as_str())
             .fetch_all(self.pool())
             .await?;
+        let mut out = match self.caseload_entries(&rows, &self.features()) {
+            Err(StoreError::UnknownFeature(_)) => None,
+            other => Some(other?),
+        };
+        if out.is_none() {
+            self.reload_features().await?;
+            out = Some(self.caseload_entries(&rows, &self.features())?);
+        }
+        Ok(out.unwrap_or_default())
+    }
+
+    /// Caseload rows with the top reason and days idle read from each stored explanation and
+    /// context.
+    fn caseload_entries(
+        &self,
+        rows: &[sqlx::any::AnyRow],
+        dict: &crate::explanation::Dictionary,
+    ) -> Result<Vec<CaseloadEntry>, StoreError> {
         let mut out: Vec<CaseloadEntry> = Vec::with_capacity(rows.len());
-        for r in &rows {
+        for r in rows {
+            let context = match crate::ops::json_column(r, "context_json")? {
+                Some(c) => crate::explanation::decode_context(c, dict)?,
+                None => serde_json::Value::Null,
+            };
+            let explanation = match crate::ops::json_column(r, "explanation_json")? {
+                Some(e) => crate::explanation::decode(e, &context, dict)?,
+                None => serde_json::Value::Null,
+            };
             let previous_week: Option<i64> = r.try_get("previous_week")?;
             let previous = match previous_week {
                 Some(w) => Some((
@@ -319,8 +333,13 @@ impl Store {
                 week: r.try_get("as_of_week")?,
                 probability: r.try_get("probability")?,
                 tier: r.try_get("tier")?,
-                top_reason: r.try_get("top_reason")?,
-                days_since_last_activity: r.try_get("days_idle")?,
+                top_reason: explanation
+                    .pointer("/up/0/text")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned),
+                days_since_last_activity: context
+                    .get("days_since_last_activity")
+                    .and_then(serde_json::Value::as_f64),
                 previous,
             });
         }

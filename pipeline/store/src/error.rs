@@ -54,6 +54,9 @@ pub enum StoreError {
         /// The alias.
         alias: String,
     },
+    /// A stored explanation names a feature id the dictionary does not hold.
+    #[error("a stored explanation names feature id {0}, which is not in feature_names")]
+    UnknownFeature(i64),
     /// Invalid input from the caller.
     #[error("{0}")]
     Invalid(String),

@@ -8,9 +8,11 @@ mod artifacts;
 mod card;
 mod dashboard;
 mod error;
+mod explanation;
 mod lease;
 mod ops;
 mod registry;
+mod scores;
 mod terms;
 
 pub use artifacts::{ArtifactRef, ArtifactStore};
@@ -23,6 +25,7 @@ pub use ops::{
     latest_of_each_week,
 };
 pub use registry::{AliasMove, CHAMPION, GateEvidence, ModelVersion, NewVersion, Promotion};
+pub use scores::{BatchKey, Published, STAGE_CHUNK, ScoreBatch, StagedRow};
 
 use std::str::FromStr;
 use std::sync::Once;
@@ -60,6 +63,9 @@ static DRIVERS: Once = Once::new();
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Feature names and ids of stored explanations, loaded on first use and when a row names
+    /// an id not yet seen.
+    features: std::sync::Arc<std::sync::RwLock<explanation::Dictionary>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -88,7 +94,11 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(StoreError::Connect)?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            features: Default::default(),
+        };
         // PostgreSQL serializes concurrent migrators with a lock; SQLite does not, so when two
         // processes open a new database together the slower one fails on a table the faster
         // one just made. Once the faster one commits, the migrations read as applied.
@@ -130,6 +140,77 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The feature dictionary as it is now.
+    pub(crate) fn features(&self) -> std::sync::RwLockReadGuard<'_, explanation::Dictionary> {
+        self.features
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads every feature name and id again.
+    pub(crate) async fn reload_features(&self) -> Result<(), StoreError> {
+        use sqlx::Row;
+        let rows = sqlx::query("SELECT id, name FROM feature_names")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut d = explanation::Dictionary::default();
+        for r in &rows {
+            let (id, name): (i64, String) = (r.try_get("id")?, r.try_get("name")?);
+            d.ids.insert(name.clone(), id);
+            d.names.insert(id, name);
+        }
+        *self
+            .features
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = d;
+        Ok(())
+    }
+
+    /// Gives every feature `rows` mention an id.
+    pub(crate) async fn intern_features(&self, rows: &[NewPrediction]) -> Result<(), StoreError> {
+        let missing: Vec<String> = {
+            let d = self.features();
+            let mut out = Vec::new();
+            for p in rows {
+                d.missing(&p.explanation, &p.context, &mut out);
+            }
+            out.into_iter().map(str::to_owned).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for name in &missing {
+            sqlx::query(
+                "INSERT INTO feature_names (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        }
+        self.reload_features().await
+    }
+
+    /// Stored predictions as shown (explanations' sentences rendered): a row naming a feature
+    /// id this process has not seen yet reloads the dictionary once.
+    pub(crate) async fn predictions_from(
+        &self,
+        rows: &[sqlx::any::AnyRow],
+    ) -> Result<Vec<ops::Prediction>, StoreError> {
+        let read = |d: &explanation::Dictionary| {
+            rows.iter()
+                .map(|r| ops::prediction_from(r, d))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let first = read(&self.features());
+        match first {
+            Err(StoreError::UnknownFeature(_)) => {
+                self.reload_features().await?;
+                read(&self.features())
+            }
+            other => other,
+        }
     }
 }
 

@@ -238,8 +238,17 @@ pub fn latest_of_each_week(rows: &[Prediction]) -> Vec<&Prediction> {
     out
 }
 
-fn prediction_from(r: &AnyRow) -> Result<Prediction, StoreError> {
+pub(crate) fn prediction_from(
+    r: &AnyRow,
+    dict: &crate::explanation::Dictionary,
+) -> Result<Prediction, StoreError> {
     let explanation: String = r.try_get("explanation_json")?;
+    let explanation: serde_json::Value = serde_json::from_str(&explanation)
+        .map_err(|e| StoreError::Invalid(format!("stored explanation is not JSON: {e}")))?;
+    let context = match json_column(r, "context_json")? {
+        Some(c) => crate::explanation::decode_context(c, dict)?,
+        None => serde_json::Value::Null,
+    };
     Ok(Prediction {
         id: r.try_get("id")?,
         prediction: NewPrediction {
@@ -251,28 +260,13 @@ fn prediction_from(r: &AnyRow) -> Result<Prediction, StoreError> {
             as_of_week: r.try_get("as_of_week")?,
             probability: r.try_get("probability")?,
             tier: r.try_get("tier")?,
-            explanation: serde_json::from_str(&explanation)
-                .map_err(|e| StoreError::Invalid(format!("stored explanation is not JSON: {e}")))?,
+            explanation: crate::explanation::decode(explanation, &context, dict)?,
             run_id: r.try_get("run_id")?,
-            context: json_column(r, "context_json")?.unwrap_or(serde_json::Value::Null),
+            context,
         },
         scored_at: r.try_get("scored_at")?,
     })
 }
-
-/// Keeps `current_risk` (the latest week and the one before per student) as a prediction is
-/// stored: every right-hand side reads the row as it was.
-const CURRENT_RISK_UPSERT: &str = "INSERT INTO current_risk \
-     (code_module, code_presentation, id_student, prediction_id, week) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (code_module, code_presentation, id_student) DO UPDATE SET \
-     previous_id = CASE WHEN excluded.week > current_risk.week THEN current_risk.prediction_id \
-       WHEN excluded.week < current_risk.week AND (current_risk.previous_week IS NULL OR excluded.week >= current_risk.previous_week) \
-       THEN excluded.prediction_id ELSE current_risk.previous_id END, \
-     previous_week = CASE WHEN excluded.week > current_risk.week THEN current_risk.week \
-       WHEN excluded.week < current_risk.week AND (current_risk.previous_week IS NULL OR excluded.week >= current_risk.previous_week) \
-       THEN excluded.week ELSE current_risk.previous_week END, \
-     prediction_id = CASE WHEN excluded.week >= current_risk.week THEN excluded.prediction_id ELSE current_risk.prediction_id END, \
-     week = CASE WHEN excluded.week >= current_risk.week THEN excluded.week ELSE current_risk.week END";
 
 /// Recomputes `current_risk` from the stored predictions (after a purge).
 const CURRENT_RISK_REBUILD: &str = "WITH per_week AS (SELECT MAX(id) AS id FROM predictions \
@@ -527,46 +521,6 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
-    /// Stores a batch of predictions in one transaction.
-    pub async fn insert_predictions(&self, rows: &[NewPrediction]) -> Result<u64, StoreError> {
-        let at = now();
-        let mut tx = self.pool().begin().await?;
-        for p in rows {
-            let row = sqlx::query(
-                "INSERT INTO predictions (model, version, code_module, code_presentation, id_student, as_of_week, \
-                 probability, tier, explanation_json, run_id, scored_at, context_json) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-            )
-            .bind(&p.model)
-            .bind(p.version)
-            .bind(&p.code_module)
-            .bind(&p.code_presentation)
-            .bind(p.id_student)
-            .bind(p.as_of_week)
-            .bind(p.probability)
-            .bind(&p.tier)
-            .bind(p.explanation.to_string())
-            .bind(p.run_id)
-            .bind(&at)
-            .bind((!p.context.is_null()).then(|| p.context.to_string()))
-            .fetch_one(&mut *tx)
-            .await?;
-            let id: i64 = row.try_get("id")?;
-            // The student's latest week and the one before, whatever order weeks arrive in; a
-            // week scored again replaces its earlier score.
-            sqlx::query(CURRENT_RISK_UPSERT)
-                .bind(&p.code_module)
-                .bind(&p.code_presentation)
-                .bind(p.id_student)
-                .bind(id)
-                .bind(p.as_of_week)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(rows.len() as u64)
-    }
-
     /// A student's predictions in a presentation, oldest first.
     pub async fn prediction_history(
         &self,
@@ -584,7 +538,7 @@ impl Store {
             .bind(id_student)
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(prediction_from).collect()
+        self.predictions_from(&rows).await
     }
 
     /// One stored prediction.
@@ -594,7 +548,7 @@ impl Store {
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        row.as_ref().map(prediction_from).transpose()
+        Ok(self.predictions_from(row.as_slice()).await?.pop())
     }
 
     /// Every prediction of a student, in every presentation: by module, presentation, week,
@@ -611,7 +565,7 @@ impl Store {
             .bind(id_student)
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(prediction_from).collect()
+        self.predictions_from(&rows).await
     }
 
     /// A page of a presentation's predictions at `week` (default: the latest week scored),
@@ -670,7 +624,7 @@ impl Store {
         Ok(CohortPage {
             week: Some(w),
             total,
-            rows: rows.iter().map(prediction_from).collect::<Result<_, _>>()?,
+            rows: self.predictions_from(&rows).await?,
         })
     }
 
@@ -685,11 +639,11 @@ impl Store {
     /// goes with them.
     pub async fn purge_predictions_before(&self, before: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM prediction_feedback WHERE prediction_id IN (SELECT id FROM predictions WHERE scored_at < $1)")
+        sqlx::query("DELETE FROM prediction_feedback WHERE prediction_id IN (SELECT id FROM prediction_rows WHERE scored_at < $1)")
             .bind(before)
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM predictions WHERE scored_at < $1")
+        let done = sqlx::query("DELETE FROM prediction_rows WHERE scored_at < $1")
             .bind(before)
             .execute(&mut *tx)
             .await?;

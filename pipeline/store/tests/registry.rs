@@ -24,6 +24,18 @@ struct TestDb {
 }
 
 impl TestDb {
+    /// A prediction's explanation as the database holds it.
+    async fn raw_explanation(&self, id: i64) -> String {
+        use sqlx::Row;
+        let pool = sqlx::AnyPool::connect(&self.url).await.unwrap();
+        let row = sqlx::query("SELECT explanation_json FROM predictions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        row.try_get("explanation_json").unwrap()
+    }
+
     async fn cleanup(admin_url: &str, schema: &str) {
         let admin = sqlx::AnyPool::connect(admin_url).await.unwrap();
         let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
@@ -120,6 +132,7 @@ both_backends!(
     terms_are_recorded_running_first_and_kept,
     the_caseload_reads_running_terms_at_their_current_week,
     the_gate_on_tonights_rows_compares_the_same_champion,
+    staged_scores_are_invisible_until_published_and_resume_after_a_kill,
 );
 
 fn report(auc: f64) -> EvaluationReport {
@@ -1093,4 +1106,151 @@ async fn the_gate_on_tonights_rows_compares_the_same_champion(db: TestDb) {
     // Without evidence the stored reports decide, as the command line promotes.
     let err = db.store.promote(&promotion("m", v3)).await.unwrap_err();
     assert!(err.to_string().contains("0.6000"), "{err}");
+}
+
+/// A prediction as the nightly run writes it: factors with their numbers and sentences, and
+/// the student's week.
+fn explained(student: i64, week: i64, p: f64) -> lodestar_store::NewPrediction {
+    let idle = (20 - week) as f64;
+    let mut n = prediction(student, week, p);
+    n.explanation = serde_json::json!({
+        "up": [{"feature": "days_since_last_activity", "value": idle, "typical": 2.0,
+                "contribution": 0.4213124184,
+                "text": format!("no activity for {idle} days (typical: 2)")}],
+        "down": [{"feature": "assessments_missing", "value": 0.0, "typical": 1.0,
+                  "contribution": -0.125, "text": "all 3 assessments due so far submitted"}],
+        "flagged": p >= 0.5,
+    });
+    n.context = serde_json::json!({"assessments_due": 3.0, "days_since_last_activity": idle,
+                                   "clicks_this_week": 4.5});
+    n
+}
+
+async fn staged_scores_are_invisible_until_published_and_resume_after_a_kill(db: TestDb) {
+    use lodestar_store::BatchKey;
+    let s = &db.store;
+    // Last night's scores, published.
+    s.insert_predictions(&[explained(11, 4, 0.3), explained(12, 4, 0.6)])
+        .await
+        .unwrap();
+    let key = BatchKey {
+        model: "at-risk".into(),
+        version: 1,
+        snapshot: "snap-a".into(),
+        rows: 4,
+    };
+    let tonight = [
+        explained(11, 5, 0.8),
+        explained(12, 5, 0.2),
+        explained(11, 6, 0.9),
+        explained(13, 6, 0.1),
+    ];
+    let batch = s.open_score_batch(&key, None).await.unwrap();
+    assert_eq!((batch.rows_done, batch.resumed), (0, false));
+    s.stage_predictions(batch.id, &tonight[..2]).await.unwrap();
+    // Staged, not published: readers still see last night's set only.
+    assert_eq!(
+        s.prediction_history("BBB", "2013J", 11)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let view = s.caseload_view(None, TermState::Finished).await.unwrap();
+    assert_eq!(view.len(), 2);
+    assert!(view.iter().all(|e| e.week == 4));
+    assert!(
+        !s.has_predictions("at-risk", 1, "BBB", "2013J", 5)
+            .await
+            .unwrap()
+    );
+    // The process dies here. The next run scoring the same rows takes the batch up after the
+    // rows already staged; a batch of other rows would be discarded.
+    let other = s
+        .open_score_batch(
+            &BatchKey {
+                snapshot: "snap-b".into(),
+                ..key.clone()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.discarded, 2, "the abandoned batch's rows are deleted");
+    let other_rows = [explained(14, 6, 0.5)];
+    s.stage_predictions(other.id, &other_rows).await.unwrap();
+    let again = s.open_score_batch(&key, Some(7)).await.unwrap();
+    assert_eq!(
+        (again.resumed, again.rows_done, again.discarded),
+        (false, 0, 1)
+    );
+    s.stage_predictions(again.id, &tonight[..2]).await.unwrap();
+    let resumed = s.open_score_batch(&key, Some(8)).await.unwrap();
+    assert_eq!(
+        (resumed.id, resumed.resumed, resumed.rows_done),
+        (again.id, true, 2)
+    );
+    s.stage_predictions(resumed.id, &tonight[2..])
+        .await
+        .unwrap();
+    let published = s.publish_score_batch(resumed.id).await.unwrap();
+    assert_eq!((published.rows, published.students), (4, 3));
+    assert_eq!(
+        s.publish_score_batch(resumed.id).await.unwrap().rows,
+        0,
+        "once"
+    );
+    let tiers = s.batch_tiers(resumed.id).await.unwrap();
+    assert_eq!(tiers, vec![("high".to_owned(), 2), ("low".to_owned(), 2)]);
+    // Published at once: current risk moved to each student's latest week and the one before.
+    let view = s.caseload_view(None, TermState::Finished).await.unwrap();
+    let of = |id: i64| view.iter().find(|e| e.id_student == id).unwrap();
+    assert_eq!(
+        (of(11).week, of(11).previous.as_ref().map(|p| p.0)),
+        (6, Some(5))
+    );
+    assert_eq!(
+        (of(12).week, of(12).previous.as_ref().map(|p| p.0)),
+        (5, Some(4))
+    );
+    assert_eq!(
+        (of(13).week, of(13).previous.as_ref().map(|p| p.0)),
+        (6, None)
+    );
+    // The sentences read back as they were written, from the compact stored form.
+    assert_eq!(
+        of(11).top_reason.as_deref(),
+        Some("no activity for 14 days (typical: 2)")
+    );
+    assert_eq!(of(11).days_since_last_activity, Some(14.0));
+    let history = s.prediction_history("BBB", "2013J", 11).await.unwrap();
+    assert_eq!(history.len(), 3);
+    let latest = &history[2].prediction;
+    let (got, want) = (
+        &latest.explanation["up"][0],
+        &tonight[2].explanation["up"][0],
+    );
+    for field in ["feature", "value", "typical", "text"] {
+        assert_eq!(got[field], want[field], "{field}");
+    }
+    // Contributions are kept to seven significant digits.
+    let c = got["contribution"].as_f64().unwrap();
+    assert!((c - 0.4213124184).abs() < 1e-7, "{c}");
+    assert_eq!(
+        latest.explanation["down"][0]["text"],
+        "all 3 assessments due so far submitted"
+    );
+    assert_eq!(latest.explanation["flagged"], true);
+    assert_eq!(latest.context, tonight[2].context);
+    assert!(
+        s.has_predictions("at-risk", 1, "BBB", "2013J", 5)
+            .await
+            .unwrap()
+    );
+    // Feature names are ids in the stored row, not text.
+    let stored: String = db.raw_explanation(history[2].id).await;
+    assert!(
+        !stored.contains("days_since_last_activity") && !stored.contains("no activity"),
+        "{stored}"
+    );
 }

@@ -207,6 +207,22 @@ impl Env {
         password
     }
 
+    /// The one number a query gives, asked of the environment's database.
+    #[allow(dead_code)]
+    pub(crate) fn count(&self, sql: &'static str) -> i64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&self.database_url).await.unwrap();
+            let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        })
+    }
+
     pub(crate) fn show(&self, run: i64) -> Value {
         self.json(&["pipeline", "show", &run.to_string(), "--json"])
     }

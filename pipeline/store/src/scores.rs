@@ -1,0 +1,490 @@
+//! Tonight's scores, stored in bulk without holding the database.
+//!
+//! The nightly run opens a *score batch*, stages its predictions into it in chunks (each chunk
+//! one short transaction of multi-row inserts), then publishes it in one short transaction that
+//! makes the whole batch visible and moves each student's current risk set-wise. Readers query
+//! the `predictions` view, which holds published rows only: they see last night's complete set
+//! or tonight's, never half, and the pipeline's lease renewal and the dashboard are never
+//! blocked for longer than one chunk. A run killed while staging leaves an unpublished batch;
+//! the next run that scores the same rows (same model version, same snapshot, same number of
+//! rows) resumes it after the rows already staged, and a batch that will never be resumed is
+//! deleted in chunks.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+
+use crate::explanation::{encode, encode_context};
+use crate::{NewPrediction, Store, StoreError, now};
+
+/// Predictions per multi-row `INSERT` (13 parameters each: under SQLite's and PostgreSQL's
+/// limits on bound parameters).
+const ROWS_PER_STATEMENT: usize = 400;
+
+/// Rows deleted per transaction when an abandoned batch is cleared.
+const DELETE_CHUNK: i64 = 20_000;
+
+/// Which scores a batch holds: a batch is resumed only by a run scoring the same rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchKey {
+    /// Model.
+    pub model: String,
+    /// Version that scores.
+    pub version: i64,
+    /// The feature snapshot scored.
+    pub snapshot: String,
+    /// How many predictions the batch will hold once complete.
+    pub rows: u64,
+}
+
+/// An open, unpublished batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoreBatch {
+    /// Id.
+    pub id: i64,
+    /// Rows already staged (by an interrupted earlier run when `resumed`): the caller stages
+    /// the rest, in the same order.
+    pub rows_done: u64,
+    /// An earlier run's batch of the same rows, taken up where it stopped.
+    pub resumed: bool,
+    /// Rows of abandoned batches (other rows, never to be resumed) deleted on opening.
+    pub discarded: u64,
+}
+
+/// A prediction in its stored form: made by [`Store::staged_form`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedRow {
+    model: String,
+    version: i64,
+    code_module: String,
+    code_presentation: String,
+    id_student: i64,
+    as_of_week: i64,
+    probability: f64,
+    tier: String,
+    explanation: String,
+    run_id: Option<i64>,
+    context: Option<String>,
+}
+
+/// What publishing did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// Predictions made visible.
+    pub rows: u64,
+    /// Students whose current risk moved.
+    pub students: u64,
+    /// How long the publishing transaction held the database.
+    pub transaction: Duration,
+}
+
+/// Students' current-risk rows: (module, presentation, student) to (latest id, latest week,
+/// previous id, previous week).
+type RiskRows = BTreeMap<(String, String, i64), (i64, i64, Option<i64>, Option<i64>)>;
+
+/// Applies one newly stored prediction `(week, id)` to a student's current-risk row, exactly as
+/// storing predictions one by one always has: a later week becomes the latest (the latest
+/// becomes the previous), the same week replaces its score, an earlier week becomes the previous
+/// if it is more recent than the previous.
+fn apply(
+    row: Option<(i64, i64, Option<i64>, Option<i64>)>,
+    week: i64,
+    id: i64,
+) -> (i64, i64, Option<i64>, Option<i64>) {
+    let Some((cur_id, cur_week, prev_id, prev_week)) = row else {
+        return (id, week, None, None);
+    };
+    if week > cur_week {
+        (id, week, Some(cur_id), Some(cur_week))
+    } else if week == cur_week {
+        (id, week, prev_id, prev_week)
+    } else if prev_week.is_none_or(|p| week >= p) {
+        (cur_id, cur_week, Some(id), Some(week))
+    } else {
+        (cur_id, cur_week, prev_id, prev_week)
+    }
+}
+
+impl Store {
+    /// Appends `rows` tuples of `columns` parameters to a multi-row `VALUES`. SQLite gets
+    /// anonymous `?` (its driver resolves each numbered parameter by a linear search of the
+    /// statement's names: quadratic in a statement of thousands), PostgreSQL `$1, $2, ...`.
+    fn placeholders(&self, sql: &mut String, rows: usize, columns: usize) {
+        let numbered = self.backend() == crate::Backend::Postgres;
+        for i in 0..rows {
+            sql.push_str(if i > 0 { ",(" } else { "(" });
+            for c in 0..columns {
+                if c > 0 {
+                    sql.push(',');
+                }
+                if numbered {
+                    sql.push('$');
+                    sql.push_str(itoa::Buffer::new().format(i * columns + c + 1));
+                } else {
+                    sql.push('?');
+                }
+            }
+            sql.push(')');
+        }
+    }
+
+    /// Opens the batch tonight's scores are staged into: an unpublished batch of the same key
+    /// is resumed; unpublished batches of other keys (runs that will never finish them) are
+    /// deleted in chunks.
+    pub async fn open_score_batch(
+        &self,
+        key: &BatchKey,
+        run_id: Option<i64>,
+    ) -> Result<ScoreBatch, StoreError> {
+        let open = sqlx::query(
+            "SELECT id, model, version, snapshot, rows_planned, rows_done FROM score_batches \
+             WHERE published_at IS NULL ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut resume = None;
+        let mut discarded = 0;
+        for r in &open {
+            let id: i64 = r.try_get("id")?;
+            let same = r.try_get::<String, _>("model")? == key.model
+                && r.try_get::<i64, _>("version")? == key.version
+                && r.try_get::<String, _>("snapshot")? == key.snapshot
+                && r.try_get::<i64, _>("rows_planned")? == key.rows as i64;
+            if same && resume.is_none() {
+                resume = Some((id, r.try_get::<i64, _>("rows_done")?));
+            } else {
+                discarded += self.discard_batch(id).await?;
+            }
+        }
+        if let Some((id, done)) = resume {
+            sqlx::query("UPDATE score_batches SET run_id = $1 WHERE id = $2")
+                .bind(run_id)
+                .bind(id)
+                .execute(self.pool())
+                .await?;
+            return Ok(ScoreBatch {
+                id,
+                rows_done: done.max(0) as u64,
+                resumed: true,
+                discarded,
+            });
+        }
+        let id = self.new_batch(key, run_id).await?;
+        Ok(ScoreBatch {
+            id,
+            rows_done: 0,
+            resumed: false,
+            discarded,
+        })
+    }
+
+    async fn new_batch(&self, key: &BatchKey, run_id: Option<i64>) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO score_batches (model, version, snapshot, run_id, rows_planned, rows_done, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6) RETURNING id",
+        )
+        .bind(&key.model)
+        .bind(key.version)
+        .bind(&key.snapshot)
+        .bind(run_id)
+        .bind(key.rows as i64)
+        .bind(now())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Deletes an unpublished batch's rows, a chunk per transaction, then the batch.
+    async fn discard_batch(&self, id: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM prediction_rows WHERE id IN \
+                 (SELECT id FROM prediction_rows WHERE batch_id = $1 LIMIT $2)",
+            )
+            .bind(id)
+            .bind(DELETE_CHUNK)
+            .execute(self.pool())
+            .await?;
+            deleted += done.rows_affected();
+            if done.rows_affected() == 0 {
+                break;
+            }
+        }
+        sqlx::query("DELETE FROM score_batches WHERE id = $1 AND published_at IS NULL")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(deleted)
+    }
+
+    /// Gives these feature names ids (every feature a model version's explanations and the
+    /// weekly context can name), so that [`Store::staged_form`] can run on any thread without
+    /// the database.
+    pub async fn intern_feature_names(&self, names: &[String]) -> Result<(), StoreError> {
+        let missing: Vec<&String> = {
+            let d = self.features();
+            names.iter().filter(|n| !d.ids.contains_key(*n)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for name in missing {
+            sqlx::query(
+                "INSERT INTO feature_names (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        }
+        self.reload_features().await
+    }
+
+    /// A prediction in the form it is stored (explanation and context compact), made without
+    /// the database: a feature without an id yet leaves that explanation or context as given.
+    pub fn staged_form(&self, p: NewPrediction) -> StagedRow {
+        let d = self.features();
+        let explanation =
+            encode(&p.explanation, &p.context, &d).unwrap_or_else(|| p.explanation.to_string());
+        let context = (!p.context.is_null())
+            .then(|| encode_context(&p.context, &d).unwrap_or_else(|| p.context.to_string()));
+        StagedRow {
+            model: p.model,
+            version: p.version,
+            code_module: p.code_module,
+            code_presentation: p.code_presentation,
+            id_student: p.id_student,
+            as_of_week: p.as_of_week,
+            probability: p.probability,
+            tier: p.tier,
+            explanation,
+            run_id: p.run_id,
+            context,
+        }
+    }
+
+    /// Stages one chunk of `batch`'s predictions in one transaction (multi-row inserts and the
+    /// batch's progress): readers do not see them until the batch is published. Returns how
+    /// long the transaction held the database.
+    pub async fn stage_predictions(
+        &self,
+        batch: i64,
+        rows: &[NewPrediction],
+    ) -> Result<Duration, StoreError> {
+        self.intern_features(rows).await?;
+        let staged: Vec<StagedRow> = rows.iter().map(|p| self.staged_form(p.clone())).collect();
+        self.stage_rows(batch, &staged).await
+    }
+
+    /// Stages rows already in their stored form (see [`Store::stage_predictions`]).
+    pub async fn stage_rows(&self, batch: i64, rows: &[StagedRow]) -> Result<Duration, StoreError> {
+        let at = now();
+        let started = Instant::now();
+        let mut tx = self.pool().begin().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::with_capacity(256 + chunk.len() * 30);
+            sql.push_str(
+                "INSERT INTO prediction_rows (model, version, code_module, code_presentation, id_student, \
+                 as_of_week, probability, tier, explanation_json, run_id, scored_at, context_json, batch_id) VALUES ",
+            );
+            self.placeholders(&mut sql, chunk.len(), 13);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in chunk {
+                q = q
+                    .bind(p.model.clone())
+                    .bind(p.version)
+                    .bind(p.code_module.clone())
+                    .bind(p.code_presentation.clone())
+                    .bind(p.id_student)
+                    .bind(p.as_of_week)
+                    .bind(p.probability)
+                    .bind(p.tier.clone())
+                    .bind(p.explanation.clone())
+                    .bind(p.run_id)
+                    .bind(at.clone())
+                    .bind(p.context.clone())
+                    .bind(batch);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE score_batches SET rows_done = rows_done + $1 WHERE id = $2")
+            .bind(rows.len() as i64)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(started.elapsed())
+    }
+
+    /// Publishes a staged batch: in one short transaction its rows become visible and each of
+    /// its students' current risk (latest week and the one before) moves, set-wise. Publishing
+    /// a batch twice does nothing the second time.
+    pub async fn publish_score_batch(&self, batch: i64) -> Result<Published, StoreError> {
+        // The batch's rows are immutable once staged: read their keys before taking the lock.
+        let staged = sqlx::query(
+            "SELECT id, code_module, code_presentation, id_student, as_of_week FROM prediction_rows \
+             WHERE batch_id = $1 ORDER BY id",
+        )
+        .bind(batch)
+        .fetch_all(self.pool())
+        .await?;
+        let mut by_student: BTreeMap<(String, String, i64), Vec<(i64, i64)>> = BTreeMap::new();
+        for r in &staged {
+            by_student
+                .entry((
+                    r.try_get("code_module")?,
+                    r.try_get("code_presentation")?,
+                    r.try_get("id_student")?,
+                ))
+                .or_default()
+                .push((r.try_get("as_of_week")?, r.try_get("id")?));
+        }
+        let presentations: std::collections::BTreeSet<(String, String)> = by_student
+            .keys()
+            .map(|(m, p, _)| (m.clone(), p.clone()))
+            .collect();
+        let started = Instant::now();
+        let mut tx = self.pool().begin().await?;
+        // The write first, so SQLite takes its write lock before anything is read.
+        let marked = sqlx::query(
+            "UPDATE score_batches SET published_at = $1 WHERE id = $2 AND published_at IS NULL",
+        )
+        .bind(now())
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Published {
+                rows: 0,
+                students: 0,
+                transaction: started.elapsed(),
+            });
+        }
+        let mut current: RiskRows = BTreeMap::new();
+        for (module, presentation) in &presentations {
+            let rows = sqlx::query(
+                "SELECT id_student, prediction_id, week, previous_id, previous_week FROM current_risk \
+                 WHERE code_module = $1 AND code_presentation = $2",
+            )
+            .bind(module)
+            .bind(presentation)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &rows {
+                current.insert(
+                    (
+                        module.clone(),
+                        presentation.clone(),
+                        r.try_get("id_student")?,
+                    ),
+                    (
+                        r.try_get("prediction_id")?,
+                        r.try_get("week")?,
+                        r.try_get("previous_id")?,
+                        r.try_get("previous_week")?,
+                    ),
+                );
+            }
+        }
+        let mut moved = Vec::with_capacity(by_student.len());
+        for (key, scores) in &by_student {
+            let mut row = current.get(key).copied();
+            for (week, id) in scores {
+                row = Some(apply(row, *week, *id));
+            }
+            if let Some(row) = row
+                && current.get(key) != Some(&row)
+            {
+                moved.push((key, row));
+            }
+        }
+        for chunk in moved.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO current_risk (code_module, code_presentation, id_student, prediction_id, week, \
+                 previous_id, previous_week) VALUES ",
+            );
+            self.placeholders(&mut sql, chunk.len(), 7);
+            sql.push_str(
+                " ON CONFLICT (code_module, code_presentation, id_student) DO UPDATE SET \
+                 prediction_id = excluded.prediction_id, week = excluded.week, \
+                 previous_id = excluded.previous_id, previous_week = excluded.previous_week",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ((module, presentation, student), (id, week, prev_id, prev_week)) in chunk {
+                q = q
+                    .bind(module.clone())
+                    .bind(presentation.clone())
+                    .bind(*student)
+                    .bind(*id)
+                    .bind(*week)
+                    .bind(*prev_id)
+                    .bind(*prev_week);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Published {
+            rows: staged.len() as u64,
+            students: moved.len() as u64,
+            transaction: started.elapsed(),
+        })
+    }
+
+    /// A batch's predictions per tier.
+    pub async fn batch_tiers(&self, batch: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tier, COUNT(*) AS n FROM prediction_rows WHERE batch_id = $1 GROUP BY tier ORDER BY tier",
+        )
+        .bind(batch)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("tier")?, r.try_get::<i64, _>("n")?.max(0) as u64)))
+            .collect()
+    }
+
+    /// Stores predictions at once (a batch of their own, staged in chunks and published): for
+    /// callers that score a few rows; the nightly run stages its own batch chunk by chunk.
+    pub async fn insert_predictions(&self, rows: &[NewPrediction]) -> Result<u64, StoreError> {
+        let key = BatchKey {
+            model: rows.first().map(|p| p.model.clone()).unwrap_or_default(),
+            version: rows.first().map_or(0, |p| p.version),
+            snapshot: String::new(),
+            rows: rows.len() as u64,
+        };
+        let batch = self
+            .new_batch(&key, rows.first().and_then(|p| p.run_id))
+            .await?;
+        for chunk in rows.chunks(STAGE_CHUNK) {
+            self.stage_predictions(batch, chunk).await?;
+        }
+        self.publish_score_batch(batch).await?;
+        Ok(rows.len() as u64)
+    }
+}
+
+/// Predictions per staging transaction: a few hundredths of a second of writing.
+pub const STAGE_CHUNK: usize = 5_000;
+
+#[cfg(test)]
+mod tests {
+    use super::apply;
+
+    #[test]
+    fn current_risk_moves_as_predictions_arrive_in_any_order() {
+        let r = apply(None, 3, 10);
+        assert_eq!(r, (10, 3, None, None));
+        let r = apply(Some(r), 5, 11);
+        assert_eq!(r, (11, 5, Some(10), Some(3)));
+        // The same week rescored replaces it, the previous stays.
+        let r = apply(Some(r), 5, 12);
+        assert_eq!(r, (12, 5, Some(10), Some(3)));
+        // An earlier week more recent than the previous becomes the previous.
+        let r = apply(Some(r), 4, 13);
+        assert_eq!(r, (12, 5, Some(13), Some(4)));
+        // An older one changes nothing.
+        assert_eq!(apply(Some(r), 1, 14), r);
+    }
+}

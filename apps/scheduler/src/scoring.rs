@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lodestar_model::Artifact;
-use lodestar_store::{BatchKey, NewPrediction, StagedRow, Store};
+use lodestar_store::{BatchKey, Scored, StagedRow, Store};
 use lodestar_train::Snapshot;
-use lodestar_train::batch::{CONTEXT_FEATURES, context, score_rows};
-use serde_json::json;
+use lodestar_train::batch::{CONTEXT_FEATURES, score_rows};
+use lodestar_train::data::RawColumn;
 
 use crate::Failpoints;
 use crate::steps::ScoreTiming;
@@ -39,27 +39,90 @@ pub struct ScoreJob {
 impl ScoreJob {
     /// Scores, explains and shapes `chunk` in the form `store` keeps, its parts on every core.
     fn staged(&self, store: &Store, chunk: &[usize]) -> Result<Vec<StagedRow>, String> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let part = chunk.len().div_ceil(cores.max(1)).max(256);
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = chunk
-                .chunks(part)
-                .map(|c| {
-                    scope.spawn(move || -> Result<Vec<StagedRow>, String> {
-                        Ok(self
-                            .predictions_of(c)?
-                            .into_iter()
-                            .map(|p| store.staged_form(p))
-                            .collect())
+        let columns = self.context_columns();
+        self.on_every_core(chunk, |part| {
+            let predictions =
+                score_rows(&self.snapshot, &self.artifact, part).map_err(|e| e.to_string())?;
+            let mut context = Vec::with_capacity(columns.len());
+            Ok(part
+                .iter()
+                .zip(predictions)
+                .map(|(r, pr)| {
+                    self.context_of(&columns, *r, &mut context);
+                    let (module, code) = self.presentation_of(*r);
+                    store.staged_scored(Scored {
+                        model: &self.model,
+                        version: self.version,
+                        code_module: module,
+                        code_presentation: code,
+                        id_student: self.snapshot.student[*r],
+                        as_of_week: i64::from(self.snapshot.week[*r]),
+                        probability: pr.probability,
+                        tier: pr.tier.as_str(),
+                        up: &pr.factors_up,
+                        down: &pr.factors_down,
+                        flagged: pr.flagged,
+                        context: &context,
+                        run_id: self.run_id,
                     })
                 })
-                .collect();
+                .collect())
+        })
+    }
+
+    /// Runs `f` over parts of `chunk` on every core, results in order.
+    fn on_every_core<T: Send>(
+        &self,
+        chunk: &[usize],
+        f: impl Fn(&[usize]) -> Result<Vec<T>, String> + Sync,
+    ) -> Result<Vec<T>, String> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let part = chunk.len().div_ceil(cores.max(1)).max(256);
+        if part >= chunk.len() {
+            return f(chunk);
+        }
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = chunk.chunks(part).map(|c| scope.spawn(|| f(c))).collect();
             let mut out = Vec::with_capacity(chunk.len());
             for p in parts {
                 out.extend(p.join().map_err(|_| "scoring panicked".to_owned())??);
             }
             Ok(out)
         })
+    }
+
+    /// The snapshot's numeric columns among [`CONTEXT_FEATURES`], with their index.
+    fn context_columns(&self) -> Vec<(&'static str, usize)> {
+        let s = &self.snapshot;
+        CONTEXT_FEATURES
+            .iter()
+            .filter_map(|name| {
+                let i = s.schema.features.iter().position(|f| f.name == *name)?;
+                matches!(s.columns.get(i), Some(RawColumn::Num(_))).then_some((*name, i))
+            })
+            .collect()
+    }
+
+    /// Row `r`'s week as the dashboard shows it (finite values only), into `out`.
+    fn context_of(
+        &self,
+        columns: &[(&'static str, usize)],
+        r: usize,
+        out: &mut Vec<(&'static str, f64)>,
+    ) {
+        out.clear();
+        for (name, i) in columns {
+            if let RawColumn::Num(v) = &self.snapshot.columns[*i]
+                && v[r].is_finite()
+            {
+                out.push((name, v[r]));
+            }
+        }
+    }
+
+    fn presentation_of(&self, r: usize) -> (&str, &str) {
+        let name = &self.snapshot.presentations[self.snapshot.presentation[r] as usize];
+        name.split_once('-').unwrap_or((name, ""))
     }
 
     /// Every feature name this job's explanations and contexts can use.
@@ -73,59 +136,27 @@ impl ScoreJob {
             .collect()
     }
 
-    /// Scores, explains and shapes `chunk` for the store, its parts on every core.
-    fn predictions(&self, chunk: &[usize]) -> Result<Vec<NewPrediction>, String> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if cores < 2 || chunk.len() < 256 {
-            return self.predictions_of(chunk);
-        }
-        let part = chunk.len().div_ceil(cores);
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = chunk
-                .chunks(part)
-                .map(|c| scope.spawn(move || self.predictions_of(c)))
-                .collect();
-            let mut out = Vec::with_capacity(chunk.len());
-            for p in parts {
-                out.extend(p.join().map_err(|_| "scoring panicked".to_owned())??);
-            }
-            Ok(out)
-        })
-    }
-
-    fn predictions_of(&self, chunk: &[usize]) -> Result<Vec<NewPrediction>, String> {
-        let s = &self.snapshot;
-        let predictions = score_rows(s, &self.artifact, chunk).map_err(|e| e.to_string())?;
-        Ok(chunk
-            .iter()
-            .zip(predictions)
-            .map(|(r, pr)| {
-                let name = &s.presentations[s.presentation[*r] as usize];
-                let (module, code) = name.split_once('-').unwrap_or((name, ""));
-                NewPrediction {
-                    model: self.model.clone(),
-                    version: self.version,
-                    code_module: module.to_owned(),
-                    code_presentation: code.to_owned(),
-                    id_student: s.student[*r],
-                    as_of_week: i64::from(s.week[*r]),
-                    probability: pr.probability,
-                    tier: pr.tier.as_str().to_owned(),
-                    explanation: json!({"up": pr.factors_up, "down": pr.factors_down, "flagged": pr.flagged}),
-                    run_id: self.run_id,
-                    context: context(s, *r),
-                }
-            })
-            .collect())
-    }
-
-    /// Scores every row in memory a chunk at a time, storing nothing: the rate storing is
-    /// compared with (the same work as [`score_and_store`] up to the database: scoring,
-    /// explaining and shaping the rows on every core). Returns the time it took.
+    /// Scores and explains every row in memory a chunk at a time on every core, with each
+    /// row's weekly context, storing nothing: the rate storing is compared with. Returns the
+    /// time it took.
     pub fn score_in_memory(&self) -> Result<Duration, String> {
         let t = Instant::now();
+        let columns = self.context_columns();
         for chunk in self.rows.chunks(self.chunk.max(1)) {
-            std::hint::black_box(self.predictions(chunk)?);
+            let out = self.on_every_core(chunk, |part| {
+                let predictions =
+                    score_rows(&self.snapshot, &self.artifact, part).map_err(|e| e.to_string())?;
+                let mut context = Vec::new();
+                Ok(part
+                    .iter()
+                    .zip(predictions)
+                    .map(|(r, pr)| {
+                        self.context_of(&columns, *r, &mut context);
+                        (pr, context.len())
+                    })
+                    .collect())
+            })?;
+            std::hint::black_box(out);
         }
         Ok(t.elapsed())
     }

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use lodestar_model::Factor;
 use lodestar_model::explain::describe;
 use serde_json::{Map, Value};
 
@@ -109,34 +110,21 @@ fn lookup(
     })
 }
 
-/// The stored form of an explanation, or `None` when it is not of the shape Lodestar writes
-/// (then it is stored as given). Every feature must have an id in `dict`.
-pub(crate) fn encode(explanation: &Value, context: &Value, dict: &Dictionary) -> Option<String> {
-    let m = explanation.as_object()?;
-    if m.len() != 3 {
-        return None;
-    }
-    let flagged = m.get("flagged")?.as_bool()?;
-    let empty = Map::new();
-    let ctx = context.as_object().unwrap_or(&empty);
-    let mut all: Vec<(String, Option<f64>)> = Vec::new();
-    let mut groups = Vec::with_capacity(2);
-    for key in ["up", "down"] {
-        let mut these = Vec::new();
-        for f in m.get(key)?.as_array()? {
-            let p = parts(f)?;
-            all.push((p.feature.to_owned(), p.value));
-            these.push(p);
-        }
-        groups.push(these);
-    }
+/// Writes the stored form of factors `up` and `down`; `get` reads the student's other values
+/// for the sentence check. `None` when a feature has no id.
+fn write_factors(
+    flagged: bool,
+    groups: [&[Parts<'_>]; 2],
+    get: &dyn Fn(&str) -> Option<f64>,
+    dict: &Dictionary,
+) -> Option<String> {
     let mut out = String::with_capacity(160);
     out.push_str(if flagged {
         "{\"v\":2,\"f\":true"
     } else {
         "{\"v\":2,\"f\":false"
     });
-    for (key, factors) in ["u", "d"].iter().zip(&groups) {
+    for (key, factors) in ["u", "d"].iter().zip(groups) {
         let _ = write!(out, ",\"{key}\":[");
         for (i, p) in factors.iter().enumerate() {
             if i > 0 {
@@ -149,8 +137,7 @@ pub(crate) fn encode(explanation: &Value, context: &Value, dict: &Dictionary) ->
             number(&mut out, p.typical);
             out.push(',');
             let _ = write!(out, "{}", p.contribution as f32);
-            let rendered = describe(p.feature, p.value, p.typical, &|n| lookup(ctx, &all, n));
-            if rendered != p.text {
+            if describe(p.feature, p.value, p.typical, get) != p.text {
                 out.push(',');
                 out.push_str(&Value::String(p.text.to_owned()).to_string());
             }
@@ -160,6 +147,86 @@ pub(crate) fn encode(explanation: &Value, context: &Value, dict: &Dictionary) ->
     }
     out.push('}');
     Some(out)
+}
+
+/// The stored form of an explanation, or `None` when it is not of the shape Lodestar writes
+/// (then it is stored as given). Every feature must have an id in `dict`.
+pub(crate) fn encode(explanation: &Value, context: &Value, dict: &Dictionary) -> Option<String> {
+    let m = explanation.as_object()?;
+    if m.len() != 3 {
+        return None;
+    }
+    let flagged = m.get("flagged")?.as_bool()?;
+    let empty = Map::new();
+    let ctx = context.as_object().unwrap_or(&empty);
+    let mut groups: [Vec<Parts<'_>>; 2] = Default::default();
+    for (key, these) in ["up", "down"].iter().zip(groups.iter_mut()) {
+        for f in m.get(*key)?.as_array()? {
+            these.push(parts(f)?);
+        }
+    }
+    let all: Vec<(String, Option<f64>)> = groups
+        .iter()
+        .flatten()
+        .map(|p| (p.feature.to_owned(), p.value))
+        .collect();
+    write_factors(
+        flagged,
+        [&groups[0], &groups[1]],
+        &|n| lookup(ctx, &all, n),
+        dict,
+    )
+}
+
+/// The stored form of a scored prediction's factors and weekly context, straight from the
+/// model's output (no JSON values in between): the same text [`encode`] and
+/// [`encode_context`] write for the same content.
+pub(crate) fn encode_scored(
+    up: &[Factor],
+    down: &[Factor],
+    flagged: bool,
+    context: &[(&str, f64)],
+    dict: &Dictionary,
+) -> (Option<String>, Option<String>) {
+    fn to_parts(f: &[Factor]) -> Vec<Parts<'_>> {
+        f.iter()
+            .map(|f| Parts {
+                feature: &f.feature,
+                value: f.value,
+                typical: f.typical,
+                contribution: f.contribution,
+                text: &f.text,
+            })
+            .collect()
+    }
+    let (u, d) = (to_parts(up), to_parts(down));
+    let get = |name: &str| {
+        context
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .or_else(|| {
+                u.iter()
+                    .chain(&d)
+                    .find(|p| p.feature == name)
+                    .and_then(|p| p.value)
+            })
+    };
+    let explanation = write_factors(flagged, [&u, &d], &get, dict);
+    let mut ctx = String::with_capacity(64);
+    ctx.push('[');
+    for (i, (name, v)) in context.iter().enumerate() {
+        let Some(id) = dict.ids.get(*name) else {
+            return (explanation, None);
+        };
+        if i > 0 {
+            ctx.push(',');
+        }
+        let _ = write!(ctx, "{id},");
+        number(&mut ctx, *v);
+    }
+    ctx.push(']');
+    (explanation, Some(ctx))
 }
 
 /// The stored form of a weekly context: `[id, value, ...]`, or `None` when it is not an object
@@ -331,6 +398,49 @@ mod tests {
         }
         assert_eq!(back["flagged"], true);
         assert_eq!(back["down"], json!([]));
+    }
+
+    #[test]
+    fn a_scored_prediction_is_stored_as_its_json_would_be() {
+        let d = dict();
+        let f = |feature: &str, value: Option<f64>, typical: f64, contribution: f64, text: &str| {
+            Factor {
+                feature: feature.into(),
+                value,
+                typical,
+                contribution,
+                text: text.into(),
+            }
+        };
+        let up = vec![
+            f(
+                "days_since_last_activity",
+                Some(12.0),
+                2.0,
+                0.42131,
+                "no activity for 12 days (typical: 2)",
+            ),
+            f(
+                "assessments_missing",
+                Some(2.0),
+                0.0,
+                0.2,
+                "2 of 3 assessments due so far missing",
+            ),
+        ];
+        let down = vec![f(
+            "trend_vs_own",
+            None,
+            1.0,
+            -0.1,
+            "not what the renderer says",
+        )];
+        let context = [("assessments_due", 3.0), ("clicks_this_week", 0.5)];
+        let (e, c) = encode_scored(&up, &down, false, &context, &d);
+        let as_json = json!({"up": up, "down": down, "flagged": false});
+        let ctx_json = json!({"assessments_due": 3.0, "clicks_this_week": 0.5});
+        assert_eq!(e, encode(&as_json, &ctx_json, &d));
+        assert_eq!(c, encode_context(&ctx_json, &d));
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use ops::{
     latest_of_each_week,
 };
 pub use registry::{AliasMove, CHAMPION, GateEvidence, ModelVersion, NewVersion, Promotion};
-pub use scores::{BatchKey, Published, STAGE_CHUNK, ScoreBatch, StagedRow};
+pub use scores::{BatchKey, Published, STAGE_CHUNK, ScoreBatch, Scored, StagedRow};
 
 use std::str::FromStr;
 use std::sync::Once;

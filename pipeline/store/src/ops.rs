@@ -639,14 +639,30 @@ impl Store {
     /// goes with them.
     pub async fn purge_predictions_before(&self, before: &str) -> Result<u64, StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM prediction_feedback WHERE prediction_id IN (SELECT id FROM prediction_rows WHERE scored_at < $1)")
-            .bind(before)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM prediction_rows WHERE scored_at < $1")
-            .bind(before)
-            .execute(&mut *tx)
-            .await?;
+        // Scores of a batch carry the batch's time (found through the batch), older rows their
+        // own.
+        let old = "SELECT p.id FROM prediction_rows p WHERE p.batch_id IN \
+                   (SELECT b.id FROM score_batches b WHERE COALESCE(b.published_at, b.created_at) < $1) \
+                   UNION ALL SELECT p.id FROM prediction_rows p WHERE p.batch_id IS NULL AND p.scored_at < $1";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM prediction_feedback WHERE prediction_id IN ({old})"
+        )))
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM prediction_rows WHERE id IN ({old})"
+        )))
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM score_batches WHERE COALESCE(published_at, created_at) < $1 \
+             AND NOT EXISTS (SELECT 1 FROM prediction_rows p WHERE p.batch_id = score_batches.id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() > 0 {
             sqlx::query("DELETE FROM current_risk")
                 .execute(&mut *tx)

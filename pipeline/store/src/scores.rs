@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Row;
 
-use crate::explanation::{encode, encode_context};
+use crate::explanation::{encode, encode_context, encode_scored};
 use crate::{NewPrediction, Store, StoreError, now};
 
 /// Predictions per multi-row `INSERT` (13 parameters each: under SQLite's and PostgreSQL's
@@ -68,6 +68,37 @@ pub struct StagedRow {
     context: Option<String>,
 }
 
+/// A scored prediction, borrowed from the model's output: see [`Store::staged_scored`].
+#[derive(Debug, Clone, Copy)]
+pub struct Scored<'a> {
+    /// Model.
+    pub model: &'a str,
+    /// Version that scored.
+    pub version: i64,
+    /// Module.
+    pub code_module: &'a str,
+    /// Presentation.
+    pub code_presentation: &'a str,
+    /// Student.
+    pub id_student: i64,
+    /// As-of week.
+    pub as_of_week: i64,
+    /// Calibrated probability.
+    pub probability: f64,
+    /// Tier.
+    pub tier: &'a str,
+    /// Factors raising the risk.
+    pub up: &'a [lodestar_model::Factor],
+    /// Factors lowering it.
+    pub down: &'a [lodestar_model::Factor],
+    /// At or above the operating threshold.
+    pub flagged: bool,
+    /// The student's week: feature and value (finite values only).
+    pub context: &'a [(&'a str, f64)],
+    /// The run that scored it.
+    pub run_id: Option<i64>,
+}
+
 /// What publishing did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Published {
@@ -111,6 +142,11 @@ impl Store {
     /// anonymous `?` (its driver resolves each numbered parameter by a linear search of the
     /// statement's names: quadratic in a statement of thousands), PostgreSQL `$1, $2, ...`.
     fn placeholders(&self, sql: &mut String, rows: usize, columns: usize) {
+        self.placeholders_from(sql, rows, columns, 1);
+    }
+
+    /// [`Store::placeholders`] numbered from `first` (PostgreSQL).
+    fn placeholders_from(&self, sql: &mut String, rows: usize, columns: usize, first: usize) {
         let numbered = self.backend() == crate::Backend::Postgres;
         for i in 0..rows {
             sql.push_str(if i > 0 { ",(" } else { "(" });
@@ -120,7 +156,7 @@ impl Store {
                 }
                 if numbered {
                     sql.push('$');
-                    sql.push_str(itoa::Buffer::new().format(i * columns + c + 1));
+                    sql.push_str(itoa::Buffer::new().format(first + i * columns + c));
                 } else {
                     sql.push('?');
                 }
@@ -264,6 +300,40 @@ impl Store {
         }
     }
 
+    /// A scored prediction in its stored form, straight from the model's factors and the
+    /// student's week (`context`: feature and value, finite values only); the same stored text
+    /// [`Store::staged_form`] gives for the same prediction as JSON. A feature without an id
+    /// leaves the explanation or context as JSON.
+    pub fn staged_scored(&self, p: Scored<'_>) -> StagedRow {
+        let d = self.features();
+        let (explanation, context) = encode_scored(p.up, p.down, p.flagged, p.context, &d);
+        let explanation = explanation.unwrap_or_else(|| {
+            serde_json::json!({"up": p.up, "down": p.down, "flagged": p.flagged}).to_string()
+        });
+        let context = context.unwrap_or_else(|| {
+            serde_json::Value::Object(
+                p.context
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), serde_json::json!(v)))
+                    .collect(),
+            )
+            .to_string()
+        });
+        StagedRow {
+            model: p.model.to_owned(),
+            version: p.version,
+            code_module: p.code_module.to_owned(),
+            code_presentation: p.code_presentation.to_owned(),
+            id_student: p.id_student,
+            as_of_week: p.as_of_week,
+            probability: p.probability,
+            tier: p.tier.to_owned(),
+            explanation,
+            run_id: p.run_id,
+            context: Some(context),
+        }
+    }
+
     /// Stages one chunk of `batch`'s predictions in one transaction (multi-row inserts and the
     /// batch's progress): readers do not see them until the batch is published. Returns how
     /// long the transaction held the database.
@@ -283,17 +353,56 @@ impl Store {
         let started = Instant::now();
         let mut tx = self.pool().begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::with_capacity(256 + chunk.len() * 30);
-            sql.push_str(
-                "INSERT INTO prediction_rows (model, version, code_module, code_presentation, id_student, \
-                 as_of_week, probability, tier, explanation_json, run_id, scored_at, context_json, batch_id) VALUES ",
-            );
-            self.placeholders(&mut sql, chunk.len(), 13);
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            // What every row of a chunk shares is bound once; the rest comes from a VALUES list
+            // (its columns are named column1, column2, ... by SQLite and PostgreSQL alike).
+            let shared = chunk.iter().all(|p| {
+                p.model == chunk[0].model
+                    && p.version == chunk[0].version
+                    && p.run_id == chunk[0].run_id
+            });
+            let mut sql = String::with_capacity(512 + chunk.len() * 20);
+            let mut q = if shared {
+                sql.push_str(
+                    "INSERT INTO prediction_rows (model, version, run_id, scored_at, batch_id, code_module, \
+                     code_presentation, id_student, as_of_week, probability, tier, explanation_json, context_json) \
+                     SELECT ",
+                );
+                sql.push_str(if self.backend() == crate::Backend::Postgres {
+                    "$1, $2, $3, $4, $5"
+                } else {
+                    "?, ?, ?, ?, ?"
+                });
+                sql.push_str(
+                    ", v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+                     v.column8 FROM (VALUES ",
+                );
+                self.placeholders_from(&mut sql, chunk.len(), 8, 6);
+                sql.push_str(") AS v");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(chunk[0].model.clone())
+                    .bind(chunk[0].version)
+                    .bind(chunk[0].run_id)
+                    .bind(at.clone())
+                    .bind(batch)
+            } else {
+                sql.push_str(
+                    "INSERT INTO prediction_rows (model, version, run_id, scored_at, batch_id, code_module, \
+                     code_presentation, id_student, as_of_week, probability, tier, explanation_json, context_json) \
+                     VALUES ",
+                );
+                self.placeholders_from(&mut sql, chunk.len(), 13, 1);
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+            };
             for p in chunk {
+                if !shared {
+                    q = q
+                        .bind(p.model.clone())
+                        .bind(p.version)
+                        .bind(p.run_id)
+                        .bind(at.clone())
+                        .bind(batch);
+                }
                 q = q
-                    .bind(p.model.clone())
-                    .bind(p.version)
                     .bind(p.code_module.clone())
                     .bind(p.code_presentation.clone())
                     .bind(p.id_student)
@@ -301,10 +410,7 @@ impl Store {
                     .bind(p.probability)
                     .bind(p.tier.clone())
                     .bind(p.explanation.clone())
-                    .bind(p.run_id)
-                    .bind(at.clone())
-                    .bind(p.context.clone())
-                    .bind(batch);
+                    .bind(p.context.clone());
             }
             q.execute(&mut *tx).await?;
         }

@@ -19,6 +19,10 @@ CREATE TABLE score_batches (
 ALTER TABLE predictions RENAME TO prediction_rows;
 ALTER TABLE prediction_rows ADD COLUMN batch_id BIGINT;
 CREATE INDEX prediction_rows_batch ON prediction_rows (batch_id);
+-- Retention finds old scores by their batch; only rows stored before batches need their own
+-- timestamp indexed (about 40 bytes less per prediction).
+DROP INDEX predictions_scored_at;
+CREATE INDEX prediction_rows_unbatched_scored_at ON prediction_rows (scored_at) WHERE batch_id IS NULL;
 
 -- Rows stored before batches (batch_id NULL) and rows of published batches.
 CREATE VIEW predictions AS

@@ -180,10 +180,10 @@ pub fn population_stability(reference: &Snapshot, current: &Snapshot) -> Vec<Fea
             (RawColumn::Text(a), RawColumn::Text(b)) => {
                 let mut bins: BTreeMap<Option<&str>, (f64, f64)> = BTreeMap::new();
                 for r in &ref_rows {
-                    bins.entry(a[*r].as_deref()).or_default().0 += 1.0;
+                    bins.entry(a.get(*r)).or_default().0 += 1.0;
                 }
                 for r in &cur_rows {
-                    bins.entry(b[*r].as_deref()).or_default().1 += 1.0;
+                    bins.entry(b.get(*r)).or_default().1 += 1.0;
                 }
                 bins.values().copied().unzip()
             }

@@ -1,7 +1,12 @@
 //! A feature snapshot in memory, column by column: the raw feature values, who and when each row
 //! is, whether the student is still registered, the label, and the protected groups used by
 //! fairness reports (as readable labels).
+//!
+//! A snapshot of a whole faculty has about a million rows, so text is held once per distinct value
+//! ([`Categories`]) rather than as a string per row, and the Parquet file is read a column at a
+//! time rather than decoded whole beside the snapshot.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -19,8 +24,70 @@ use crate::TrainError;
 pub enum RawColumn {
     /// Numbers; NaN where missing.
     Num(Vec<f64>),
-    /// Categories as written, `None` where missing.
-    Text(Vec<Option<String>>),
+    /// Categories as written, missing where the export has none.
+    Text(Categories),
+}
+
+/// A text column with each distinct value stored once: the values in sorted order and, per row,
+/// the index of its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Categories {
+    /// The distinct values, sorted (so codes compare as their values do).
+    pub values: Vec<String>,
+    /// Each row's index into `values`; [`Categories::MISSING`] where the row has no value.
+    pub codes: Vec<u32>,
+}
+
+impl Categories {
+    /// The code of a missing value.
+    pub const MISSING: u32 = u32::MAX;
+
+    /// From each row's value (`None` where missing).
+    pub fn new<'a>(rows: impl IntoIterator<Item = Option<&'a str>>) -> Categories {
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        let mut seen: Vec<&str> = Vec::new();
+        let mut codes: Vec<u32> = rows
+            .into_iter()
+            .map(|v| match v {
+                None => Self::MISSING,
+                Some(t) => *index.entry(t).or_insert_with(|| {
+                    seen.push(t);
+                    (seen.len() - 1) as u32
+                }),
+            })
+            .collect();
+        // Renumber in value order.
+        let mut order: Vec<usize> = (0..seen.len()).collect();
+        order.sort_unstable_by_key(|i| seen[*i]);
+        let mut rank = vec![0u32; seen.len()];
+        for (new, old) in order.iter().enumerate() {
+            rank[*old] = new as u32;
+        }
+        for c in codes.iter_mut().filter(|c| **c != Self::MISSING) {
+            *c = rank[*c as usize];
+        }
+        Categories {
+            values: order.iter().map(|i| seen[*i].to_owned()).collect(),
+            codes,
+        }
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.codes.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+    }
+
+    /// The value of `row`, None where missing.
+    pub fn get(&self, row: usize) -> Option<&str> {
+        self.values
+            .get(self.codes[row] as usize)
+            .map(String::as_str)
+    }
 }
 
 /// A feature snapshot loaded for training and evaluation.
@@ -46,8 +113,9 @@ pub struct Snapshot {
     pub active: Vec<bool>,
     /// At-risk label (None when the outcome is unknown).
     pub label: Vec<Option<bool>>,
-    /// Protected groups per row, by attribute, as readable labels.
-    pub groups: Vec<(ProtectedAttribute, Vec<String>)>,
+    /// Protected groups per row, by attribute, as readable labels (never missing: a row without
+    /// the attribute is in the group `unknown`).
+    pub groups: Vec<(ProtectedAttribute, Categories)>,
     /// Each presentation's term as the manifest records it (running or finished, as of which
     /// day); empty for a frame read without its manifest.
     pub terms: Vec<PresentationTerm>,
@@ -72,10 +140,21 @@ impl Snapshot {
             path: path.clone(),
             source,
         })?;
-        let df = ParquetReader::new(file)
-            .finish()
-            .map_err(|e| TrainError::Snapshot(format!("{}: {e}", path.display())))?;
-        let mut s = Self::from_frame(&df, manifest.snapshot_id, dir.to_path_buf())?;
+        let bad = |e: PolarsError| TrainError::Snapshot(format!("{}: {e}", path.display()));
+        let mut reader = ParquetReader::new(file);
+        let names: Vec<String> = (reader.schema().map_err(bad)?.iter_names())
+            .map(|n| n.to_string())
+            .collect();
+        let metadata = reader.get_metadata().map_err(bad)?.clone();
+        // A column at a time: all of them at once, as Parquet decodes them, would take more
+        // memory than the snapshot itself.
+        let column = |name: &str| {
+            let mut reader =
+                ParquetReader::new(File::open(&path)?).with_columns(Some(vec![name.to_owned()]));
+            reader.set_metadata(metadata.clone());
+            reader.finish()?.drop_in_place(name)
+        };
+        let mut s = Self::build(&names, &column, manifest.snapshot_id, dir.to_path_buf())?;
         s.terms = manifest.terms;
         Ok(s)
     }
@@ -105,30 +184,51 @@ impl Snapshot {
 
     /// Builds from a feature frame as ingest writes it.
     pub fn from_frame(df: &DataFrame, id: String, dir: PathBuf) -> Result<Snapshot, TrainError> {
-        let bad = |what: &str, e: PolarsError| TrainError::Snapshot(format!("column {what}: {e}"));
-        let numbers = |name: &str| -> Result<Vec<f64>, TrainError> {
-            let c = df
-                .column(name)
-                .and_then(|c| c.cast(&DataType::Float64))
-                .map_err(|e| bad(name, e))?;
-            let c = c.f64().map_err(|e| bad(name, e))?;
-            Ok(c.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-        };
-        let texts = |name: &str| -> Result<Vec<Option<String>>, TrainError> {
-            let c = df
-                .column(name)
-                .and_then(|c| c.cast(&DataType::String))
-                .map_err(|e| bad(name, e))?;
-            let c = c.str().map_err(|e| bad(name, e))?;
-            Ok(c.iter().map(|v| v.map(str::to_owned)).collect())
-        };
-        // The standard features this snapshot has: a source without student attributes (Moodle,
-        // xAPI) leaves theirs out.
-        let present: Vec<String> = df
+        let names: Vec<String> = df
             .get_column_names()
             .iter()
             .map(|n| n.to_string())
             .collect();
+        Self::build(&names, &|name| df.column(name).cloned(), id, dir)
+    }
+
+    /// Builds from the columns `present`, each fetched by `column` when it is converted (and
+    /// dropped once it is).
+    fn build(
+        present: &[String],
+        column: &dyn Fn(&str) -> PolarsResult<Column>,
+        id: String,
+        dir: PathBuf,
+    ) -> Result<Snapshot, TrainError> {
+        let bad = |what: &str, e: PolarsError| TrainError::Snapshot(format!("column {what}: {e}"));
+        let column = |name: &str, to: &DataType| {
+            column(name)
+                .and_then(|c| c.cast(to))
+                .map_err(|e| bad(name, e))
+        };
+        let number = |name: &str| -> Result<Vec<f64>, TrainError> {
+            let c = column(name, &DataType::Float64)?;
+            let c = c.f64().map_err(|e| bad(name, e))?;
+            Ok(c.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        };
+        // Who and when each row is.
+        let student = number("id_student")?.iter().map(|v| *v as i64).collect();
+        let week = number("as_of_week")?.iter().map(|v| *v as u16).collect();
+        let active = number(ACTIVE_COLUMN)?.iter().map(|v| *v == 1.0).collect();
+        let label = number(LABEL_COLUMN)?
+            .iter()
+            .map(|v| (!v.is_nan()).then_some(*v == 1.0))
+            .collect();
+        let (presentation, presentations) = {
+            let modules = column("code_module", &DataType::String)?;
+            let codes = column("code_presentation", &DataType::String)?;
+            presentations(
+                modules.str().map_err(|e| bad("code_module", e))?,
+                codes.str().map_err(|e| bad("code_presentation", e))?,
+            )
+        };
+        // The standard features this snapshot has: a source without student attributes (Moodle,
+        // xAPI) leaves theirs out.
         let standard = FeatureSchema::standard();
         let absent: Vec<String> = standard
             .names()
@@ -139,37 +239,14 @@ impl Snapshot {
         let mut columns = Vec::with_capacity(schema.features.len());
         for f in &schema.features {
             columns.push(if f.kind == FeatureKind::Categorical {
-                RawColumn::Text(texts(&f.name)?)
+                let c = column(&f.name, &DataType::String)?;
+                RawColumn::Text(Categories::new(
+                    c.str().map_err(|e| bad(&f.name, e))?.iter(),
+                ))
             } else {
-                RawColumn::Num(numbers(&f.name)?)
+                RawColumn::Num(number(&f.name)?)
             });
         }
-        let modules = texts("code_module")?;
-        let codes = texts("code_presentation")?;
-        let mut presentations: Vec<String> = Vec::new();
-        let mut presentation = Vec::with_capacity(df.height());
-        for (m, c) in modules.iter().zip(&codes) {
-            let name = format!(
-                "{}-{}",
-                m.as_deref().unwrap_or("?"),
-                c.as_deref().unwrap_or("?")
-            );
-            let i = match presentations.iter().position(|p| *p == name) {
-                Some(i) => i,
-                None => {
-                    presentations.push(name);
-                    presentations.len() - 1
-                }
-            };
-            presentation.push(i as u32);
-        }
-        let student = numbers("id_student")?.iter().map(|v| *v as i64).collect();
-        let week = numbers("as_of_week")?.iter().map(|v| *v as u16).collect();
-        let active = numbers(ACTIVE_COLUMN)?.iter().map(|v| *v == 1.0).collect();
-        let label = numbers(LABEL_COLUMN)?
-            .iter()
-            .map(|v| (!v.is_nan()).then_some(*v == 1.0))
-            .collect();
         let groups = protected_groups(&schema, &columns);
         Ok(Snapshot {
             id,
@@ -226,54 +303,132 @@ impl Snapshot {
         match &self.columns[column] {
             RawColumn::Num(v) => Cell::Num(v[row]),
             RawColumn::Text(v) => Cell::Cat(
-                v[row]
-                    .as_ref()
+                v.get(row)
                     .and_then(|t| categories.iter().position(|c| c == t)),
             ),
         }
     }
 }
 
+/// Each row's presentation, `MODULE-PRESENTATION`, as an index into the presentations in order
+/// of first appearance.
+fn presentations(modules: &StringChunked, codes: &StringChunked) -> (Vec<u32>, Vec<String>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut index = Vec::with_capacity(modules.len());
+    // Rows come grouped by presentation: most rows are the previous row's.
+    let (mut last, mut at) = (None, 0u32);
+    for key in modules.iter().zip(codes.iter()) {
+        if last != Some(key) {
+            let name = format!("{}-{}", key.0.unwrap_or("?"), key.1.unwrap_or("?"));
+            at = match names.iter().position(|p| *p == name) {
+                Some(i) => i,
+                None => {
+                    names.push(name);
+                    names.len() - 1
+                }
+            } as u32;
+            last = Some(key);
+        }
+        index.push(at);
+    }
+    (index, names)
+}
+
 const AGE_BANDS: [&str; 3] = ["0-35", "35-55", "55<="];
+
+/// The readable group of a protected attribute's number.
+fn group_label(attribute: ProtectedAttribute, x: f64) -> String {
+    if x.is_nan() {
+        return "unknown".to_owned();
+    }
+    match attribute {
+        ProtectedAttribute::Disability => if x == 1.0 { "Y" } else { "N" }.to_owned(),
+        ProtectedAttribute::AgeBand => AGE_BANDS
+            .get(x as usize)
+            .map_or_else(|| format!("{x}"), |s| (*s).to_owned()),
+        ProtectedAttribute::ImdBand => {
+            let d = x as i64;
+            format!("{}-{}%", d * 10, d * 10 + 10)
+        }
+        _ => format!("{x}"),
+    }
+}
 
 /// Readable group labels per protected attribute.
 fn protected_groups(
     schema: &FeatureSchema,
     columns: &[RawColumn],
-) -> Vec<(ProtectedAttribute, Vec<String>)> {
+) -> Vec<(ProtectedAttribute, Categories)> {
     let mut out = Vec::new();
     for (f, c) in schema.features.iter().zip(columns) {
         let Some(attribute) = f.protected else {
             continue;
         };
         let labels = match c {
-            RawColumn::Text(v) => v
-                .iter()
-                .map(|t| t.clone().unwrap_or_else(|| "unknown".into()))
-                .collect(),
-            RawColumn::Num(v) => v
-                .iter()
-                .map(|x| {
-                    if x.is_nan() {
-                        return "unknown".to_owned();
-                    }
-                    match attribute {
-                        ProtectedAttribute::Disability => {
-                            if *x == 1.0 { "Y" } else { "N" }.to_owned()
-                        }
-                        ProtectedAttribute::AgeBand => AGE_BANDS
-                            .get(*x as usize)
-                            .map_or_else(|| format!("{x}"), |s| (*s).to_owned()),
-                        ProtectedAttribute::ImdBand => {
-                            let d = *x as i64;
-                            format!("{}-{}%", d * 10, d * 10 + 10)
-                        }
-                        _ => format!("{x}"),
-                    }
-                })
-                .collect(),
+            RawColumn::Text(v) => {
+                Categories::new((0..v.len()).map(|r| Some(v.get(r).unwrap_or("unknown"))))
+            }
+            RawColumn::Num(v) => {
+                // A label per distinct number (a handful), then per row.
+                let mut label: HashMap<u64, String> = HashMap::new();
+                for x in v {
+                    label
+                        .entry(x.to_bits())
+                        .or_insert_with(|| group_label(attribute, *x));
+                }
+                Categories::new(v.iter().map(|x| Some(label[&x.to_bits()].as_str())))
+            }
         };
         out.push((attribute, labels));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_hold_each_value_once_in_sorted_order() {
+        let c = Categories::new([Some("b"), None, Some("a"), Some("b"), Some("c")]);
+        assert_eq!(c.values, ["a", "b", "c"]);
+        assert_eq!(c.codes, [1, Categories::MISSING, 0, 1, 2]);
+        let rows: Vec<Option<&str>> = (0..c.len()).map(|r| c.get(r)).collect();
+        assert_eq!(rows, [Some("b"), None, Some("a"), Some("b"), Some("c")]);
+        assert!(Categories::new([]).is_empty());
+    }
+
+    #[test]
+    fn protected_numbers_become_readable_groups() {
+        let schema = FeatureSchema::standard();
+        let columns: Vec<RawColumn> = schema
+            .features
+            .iter()
+            .map(|f| match (f.kind, f.protected) {
+                (FeatureKind::Categorical, _) => {
+                    RawColumn::Text(Categories::new([Some("M"), None, Some("F")]))
+                }
+                (_, Some(ProtectedAttribute::ImdBand)) => RawColumn::Num(vec![2.0, f64::NAN, 0.0]),
+                _ => RawColumn::Num(vec![1.0, 0.0, f64::NAN]),
+            })
+            .collect();
+        let groups = protected_groups(&schema, &columns);
+        let labels = |a: ProtectedAttribute| -> Vec<&str> {
+            let (_, c) = groups.iter().find(|(b, _)| *b == a).unwrap();
+            (0..c.len()).map(|r| c.get(r).unwrap()).collect()
+        };
+        assert_eq!(labels(ProtectedAttribute::Gender), ["M", "unknown", "F"]);
+        assert_eq!(
+            labels(ProtectedAttribute::Disability),
+            ["Y", "N", "unknown"]
+        );
+        assert_eq!(
+            labels(ProtectedAttribute::AgeBand),
+            ["35-55", "0-35", "unknown"]
+        );
+        assert_eq!(
+            labels(ProtectedAttribute::ImdBand),
+            ["20-30%", "unknown", "0-10%"]
+        );
+    }
 }

@@ -20,8 +20,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{RawColumn, Snapshot};
-use crate::fit::{Design, Hyperparameters, TrainDevice, fit};
+use crate::data::{Categories, RawColumn, Snapshot};
+use crate::fit::{Design, Hyperparameters, Rows, TrainDevice, fit, fit_rows};
 use crate::{TrainError, metrics};
 
 /// How rows are split into training and test.
@@ -235,11 +235,14 @@ fn input_columns(
             continue;
         }
         let categories = match &s.columns[i] {
+            // Codes follow the sorted values: the values seen, in order.
             RawColumn::Text(v) => rows
                 .iter()
-                .filter_map(|r| v[*r].clone())
+                .map(|r| v.codes[*r])
+                .filter(|c| *c != Categories::MISSING)
                 .collect::<BTreeSet<_>>()
                 .into_iter()
+                .map(|c| v.values[c as usize].clone())
                 .collect(),
             RawColumn::Num(_) => Vec::new(),
         };
@@ -367,7 +370,6 @@ pub fn train_families(
         }
     }
     let (source, encoder, all) = encoded(s, rows, o);
-    let w = all.width;
     let n = all.rows();
     let mut fold_of = vec![0usize; n];
     for (k, f) in rows.folds.iter().enumerate() {
@@ -386,16 +388,10 @@ pub fn train_families(
                 k + 1,
                 rows.folds.len()
             ));
+            // The other folds' rows, read in place.
             let keep: Vec<usize> = (0..n).filter(|i| fold_of[*i] != k).collect();
-            let part = Design {
-                x: keep
-                    .iter()
-                    .flat_map(|i| all.row(*i).iter().copied())
-                    .collect(),
-                width: w,
-                y: keep.iter().map(|i| all.y[*i]).collect(),
-            };
-            let m = fit(*family, &part, &o.hyperparameters, o.seed, o.device).map_err(|e| {
+            let part = Rows::subset(&all, &keep);
+            let m = fit_rows(*family, part, &o.hyperparameters, o.seed, o.device).map_err(|e| {
                 match e {
                     // Name the fold: the whole training set may hold both outcomes.
                     TrainError::Data(m) => TrainError::Data(format!(
@@ -940,16 +936,26 @@ pub fn fairness(
         })
         .collect();
     for (attribute, labels) in &s.groups {
-        let names: Vec<&String> = rows
+        // The groups among the rows, in name order (codes follow the sorted names).
+        let codes: Vec<u32> = rows
             .iter()
-            .map(|r| &labels[*r])
+            .map(|r| labels.codes[*r])
             .collect::<BTreeSet<_>>()
             .into_iter()
+            .collect();
+        let names: Vec<&str> = codes
+            .iter()
+            .map(|c| {
+                labels
+                    .values
+                    .get(*c as usize)
+                    .map_or("unknown", String::as_str)
+            })
             .collect();
         // Row positions per group and presentation.
         let mut members = vec![vec![Vec::new(); presentations.len()]; names.len()];
         for (k, r) in rows.iter().enumerate() {
-            let g = names.binary_search(&&labels[*r]).unwrap_or_default();
+            let g = codes.binary_search(&labels.codes[*r]).unwrap_or_default();
             members[g][presentation_of[k]].push(k);
         }
         let cells = tallies(&members, p, y, threshold);
@@ -968,7 +974,7 @@ pub fn fairness(
             let observed = gy.iter().filter(|v| **v).count() as f64 / gy.len().max(1) as f64;
             these.push(SubgroupMetrics {
                 attribute: *attribute,
-                group: (*name).clone(),
+                group: (*name).to_owned(),
                 week,
                 n: gp.len() as u64,
                 positives: gy.iter().filter(|v| **v).count() as u64,

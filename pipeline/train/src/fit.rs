@@ -6,7 +6,7 @@
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use lodestar_model::{ModelFamily, Node, Predictor, Tree};
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayBase, ArrayView2, Data, Ix2};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -34,6 +34,61 @@ impl Design {
     /// Row `i`.
     pub fn row(&self, i: usize) -> &[f64] {
         &self.x[i * self.width..(i + 1) * self.width]
+    }
+}
+
+/// The rows a model is fitted on: every row of a design, or some of them (in the order given),
+/// read in place rather than copied out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rows<'a> {
+    design: &'a Design,
+    subset: Option<&'a [usize]>,
+}
+
+impl<'a> Rows<'a> {
+    /// Every row of `design`.
+    pub(crate) fn all(design: &'a Design) -> Rows<'a> {
+        Rows {
+            design,
+            subset: None,
+        }
+    }
+
+    /// Rows `subset` of `design`, in that order.
+    pub(crate) fn subset(design: &'a Design, subset: &'a [usize]) -> Rows<'a> {
+        Rows {
+            design,
+            subset: Some(subset),
+        }
+    }
+
+    /// Rows.
+    pub(crate) fn len(&self) -> usize {
+        self.subset.map_or(self.design.rows(), <[usize]>::len)
+    }
+
+    /// Columns.
+    pub(crate) fn width(&self) -> usize {
+        self.design.width
+    }
+
+    fn at(&self, i: usize) -> usize {
+        self.subset.map_or(i, |s| s[i])
+    }
+
+    /// Row `i`.
+    pub(crate) fn row(&self, i: usize) -> &'a [f64] {
+        self.design.row(self.at(i))
+    }
+
+    /// Label of row `i`.
+    pub(crate) fn y(&self, i: usize) -> bool {
+        self.design.y[self.at(i)]
+    }
+
+    /// Every label, in row order.
+    fn labels(&self) -> Vec<bool> {
+        (0..self.len()).map(|i| self.y(i)).collect()
     }
 }
 
@@ -241,8 +296,19 @@ pub fn fit(
     seed: u64,
     device: TrainDevice,
 ) -> Result<Predictor, TrainError> {
+    fit_rows(family, Rows::all(d), h, seed, device)
+}
+
+/// Fits `family` on rows `d` (see [`fit`]).
+pub(crate) fn fit_rows(
+    family: ModelFamily,
+    d: Rows<'_>,
+    h: &Hyperparameters,
+    seed: u64,
+    device: TrainDevice,
+) -> Result<Predictor, TrainError> {
     h.validate()?;
-    let (pos, rows) = (d.y.iter().filter(|v| **v).count(), d.rows());
+    let (pos, rows) = ((0..d.len()).filter(|i| d.y(*i)).count(), d.len());
     if pos == 0 || pos == rows {
         return Err(TrainError::Data(format!(
             "the training rows hold one outcome only ({pos} at risk of {rows})"
@@ -259,17 +325,25 @@ pub fn fit(
     }
 }
 
-fn fit_logistic(d: &Design, p: &LogisticParams) -> Result<Predictor, TrainError> {
-    let x = Array2::from_shape_vec((d.rows(), d.width), d.x.clone())
-        .map_err(|e| TrainError::Data(e.to_string()))?;
-    let y = Array1::from_vec(d.y.clone());
-    let data = Dataset::new(x, y);
-    let fitted = LogisticRegression::default()
-        .alpha(p.alpha)
-        .max_iterations(p.max_iterations)
-        .gradient_tolerance(p.tolerance * d.rows() as f64)
-        .fit(&data)
-        .map_err(|e| TrainError::Fit(format!("logistic regression: {e}")))?;
+fn fit_logistic(d: Rows<'_>, p: &LogisticParams) -> Result<Predictor, TrainError> {
+    let shape = (d.len(), d.width());
+    let y = Array1::from_vec(d.labels());
+    // linfa reads a view of the whole design in place; a subset is gathered into one matrix.
+    let fitted = match d.subset {
+        None => {
+            let x = ArrayView2::from_shape(shape, &d.design.x)
+                .map_err(|e| TrainError::Data(e.to_string()))?;
+            linfa_logistic(x, y, p)?
+        }
+        Some(_) => {
+            let x: Vec<f64> = (0..d.len())
+                .flat_map(|i| d.row(i).iter().copied())
+                .collect();
+            let x =
+                Array2::from_shape_vec(shape, x).map_err(|e| TrainError::Data(e.to_string()))?;
+            linfa_logistic(x, y, p)?
+        }
+    };
     // linfa models the probability of the more frequent class; turn it into P(at risk).
     let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
     Ok(Predictor::Linear {
@@ -278,8 +352,23 @@ fn fit_logistic(d: &Design, p: &LogisticParams) -> Result<Predictor, TrainError>
     })
 }
 
-fn fit_forest(d: &Design, p: &ForestParams, seed: u64) -> Result<Predictor, TrainError> {
+fn linfa_logistic<D: Data<Elem = f64>>(
+    x: ArrayBase<D, Ix2>,
+    y: Array1<bool>,
+    p: &LogisticParams,
+) -> Result<linfa_logistic::FittedLogisticRegression<f64, bool>, TrainError> {
+    let rows = x.nrows();
+    LogisticRegression::default()
+        .alpha(p.alpha)
+        .max_iterations(p.max_iterations)
+        .gradient_tolerance(p.tolerance * rows as f64)
+        .fit(&DatasetBase::new(x, y))
+        .map_err(|e| TrainError::Fit(format!("logistic regression: {e}")))
+}
+
+fn fit_forest(d: Rows<'_>, p: &ForestParams, seed: u64) -> Result<Predictor, TrainError> {
     let bins = Bins::of(d);
+    let y = d.labels();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let per_thread: Vec<Vec<usize>> = (0..threads)
         .map(|t| (t..p.trees).step_by(threads).collect())
@@ -288,10 +377,10 @@ fn fit_forest(d: &Design, p: &ForestParams, seed: u64) -> Result<Predictor, Trai
         let handles: Vec<_> = per_thread
             .iter()
             .map(|ids| {
-                let bins = &bins;
+                let (bins, y) = (&bins, &y);
                 s.spawn(move || {
                     ids.iter()
-                        .map(|i| (*i, fit_tree(d, bins, p, seed, *i)))
+                        .map(|i| (*i, fit_tree(bins, y, p, seed, *i)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -320,18 +409,17 @@ struct Bins {
     cuts: Vec<Vec<f64>>,
     /// Row-major bin index of every cell.
     codes: Vec<u8>,
+    /// Columns.
+    width: usize,
 }
 
 impl Bins {
-    fn of(d: &Design) -> Bins {
-        let rows = d.rows();
+    fn of(d: Rows<'_>) -> Bins {
+        let (rows, width) = (d.len(), d.width());
         let step = (rows / 20_000).max(1);
-        let mut cuts = Vec::with_capacity(d.width);
-        for c in 0..d.width {
-            let mut v: Vec<f64> = (0..rows)
-                .step_by(step)
-                .map(|r| d.x[r * d.width + c])
-                .collect();
+        let mut cuts = Vec::with_capacity(width);
+        for c in 0..width {
+            let mut v: Vec<f64> = (0..rows).step_by(step).map(|r| d.row(r)[c]).collect();
             v.sort_by(f64::total_cmp);
             v.dedup();
             let mut cut: Vec<f64> = if v.len() <= MAX_BINS {
@@ -347,26 +435,26 @@ impl Bins {
             cut.dedup();
             cuts.push(cut);
         }
-        let mut codes = vec![0u8; d.x.len()];
-        for r in 0..rows {
-            for c in 0..d.width {
-                let x = d.x[r * d.width + c];
-                codes[r * d.width + c] = cuts[c].partition_point(|t| *t <= x) as u8;
+        let mut codes = vec![0u8; rows * width];
+        for (r, out) in codes.chunks_exact_mut(width.max(1)).enumerate() {
+            for ((code, x), cut) in out.iter_mut().zip(d.row(r)).zip(&cuts) {
+                *code = cut.partition_point(|t| t <= x) as u8;
             }
         }
-        Bins { cuts, codes }
+        Bins { cuts, codes, width }
     }
 }
 
-/// One CART tree (Gini) on a bootstrap sample, a random subset of the features tried at each
-/// split; leaves hold the at-risk fraction of the sample rows that reach them (as
-/// scikit-learn's forests do). Deterministic for a seed and tree index.
-fn fit_tree(d: &Design, bins: &Bins, p: &ForestParams, seed: u64, index: usize) -> Tree {
+/// One CART tree (Gini) on a bootstrap sample of the binned rows with labels `y`, a random
+/// subset of the features tried at each split; leaves hold the at-risk fraction of the sample
+/// rows that reach them (as scikit-learn's forests do). Deterministic for a seed and tree index.
+fn fit_tree(bins: &Bins, y: &[bool], p: &ForestParams, seed: u64, index: usize) -> Tree {
     let mut rng =
         ChaCha8Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let n = p.rows_per_tree.min(d.rows());
-    let bag: Vec<usize> = (0..n).map(|_| rng.random_range(0..d.rows())).collect();
-    let k = ((d.width as f64 * p.feature_fraction).ceil() as usize).clamp(1, d.width);
+    let (available, width) = (y.len(), bins.width);
+    let n = p.rows_per_tree.min(available);
+    let bag: Vec<usize> = (0..n).map(|_| rng.random_range(0..available)).collect();
+    let k = ((width as f64 * p.feature_fraction).ceil() as usize).clamp(1, width);
     let min_leaf = p.min_leaf.ceil() as usize;
     let mut nodes: Vec<Node> = Vec::new();
     // (rows, depth, slot in `nodes`)
@@ -374,7 +462,7 @@ fn fit_tree(d: &Design, bins: &Bins, p: &ForestParams, seed: u64, index: usize) 
     nodes.push(Node::leaf(0.0));
     let mut hist = vec![[0u32; 2]; MAX_BINS];
     while let Some((rows, depth, at)) = stack.pop() {
-        let pos = rows.iter().filter(|r| d.y[**r]).count();
+        let pos = rows.iter().filter(|r| y[**r]).count();
         let total = rows.len();
         nodes[at] = Node::leaf(pos as f64 / total.max(1) as f64);
         if depth >= p.max_depth || total < 2 * min_leaf || pos == 0 || pos == total {
@@ -389,16 +477,16 @@ fn fit_tree(d: &Design, bins: &Bins, p: &ForestParams, seed: u64, index: usize) 
         };
         let parent = gini(total as f64, pos as f64);
         let mut best: Option<(f64, usize, usize)> = None; // (impurity, feature, last left bin)
-        for f in sample(&mut rng, d.width, k).into_iter() {
+        for f in sample(&mut rng, width, k).into_iter() {
             let nb = bins.cuts[f].len() + 1;
             if nb < 2 {
                 continue;
             }
             hist[..nb].iter_mut().for_each(|h| *h = [0, 0]);
             for r in &rows {
-                let b = bins.codes[r * d.width + f] as usize;
+                let b = bins.codes[r * width + f] as usize;
                 hist[b][0] += 1;
-                hist[b][1] += u32::from(d.y[*r]);
+                hist[b][1] += u32::from(y[*r]);
             }
             let (mut ln, mut lp) = (0usize, 0usize);
             for (b, h) in hist[..nb - 1].iter().enumerate() {
@@ -425,7 +513,7 @@ fn fit_tree(d: &Design, bins: &Bins, p: &ForestParams, seed: u64, index: usize) 
         }
         let (left, right): (Vec<usize>, Vec<usize>) = rows
             .into_iter()
-            .partition(|r| (bins.codes[r * d.width + f] as usize) <= b);
+            .partition(|r| (bins.codes[r * width + f] as usize) <= b);
         let (l, r) = (nodes.len(), nodes.len() + 1);
         nodes.push(Node::leaf(0.0));
         nodes.push(Node::leaf(0.0));
@@ -443,28 +531,28 @@ fn fit_tree(d: &Design, bins: &Bins, p: &ForestParams, seed: u64, index: usize) 
     Tree { nodes }
 }
 
-fn fit_boosted(d: &Design, p: &BoostedParams, seed: u64) -> Result<Predictor, TrainError> {
+fn fit_boosted(d: Rows<'_>, p: &BoostedParams, seed: u64) -> Result<Predictor, TrainError> {
     use perpetual::objective::Objective;
     use perpetual::{Matrix, PerpetualBooster};
     // A seeded subsample when there are more rows than `max_rows`, in row order.
-    let mut keep: Vec<usize> = if d.rows() > p.max_rows {
+    let mut keep: Vec<usize> = if d.len() > p.max_rows {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xB005_7ED5);
-        sample(&mut rng, d.rows(), p.max_rows).into_vec()
+        sample(&mut rng, d.len(), p.max_rows).into_vec()
     } else {
-        (0..d.rows()).collect()
+        (0..d.len()).collect()
     };
     keep.sort_unstable();
     // perpetual reads column-major data.
-    let rows = keep.len();
-    let mut columns = vec![0.0; rows * d.width];
+    let (rows, width) = (keep.len(), d.width());
+    let mut columns = vec![0.0; rows * width];
     for (r, i) in keep.iter().enumerate() {
-        for c in 0..d.width {
-            columns[c * rows + r] = d.x[i * d.width + c];
+        for (c, x) in d.row(*i).iter().enumerate() {
+            columns[c * rows + r] = *x;
         }
     }
     let y: Vec<f64> = keep
         .iter()
-        .map(|i| if d.y[*i] { 1.0 } else { 0.0 })
+        .map(|i| if d.y(*i) { 1.0 } else { 0.0 })
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let mut booster = PerpetualBooster::default()
@@ -475,7 +563,7 @@ fn fit_boosted(d: &Design, p: &BoostedParams, seed: u64) -> Result<Predictor, Tr
         .set_num_threads(Some(threads))
         .set_iteration_limit(Some(p.iteration_limit));
     booster
-        .fit(&Matrix::new(&columns, rows, d.width), &y, None, None)
+        .fit(&Matrix::new(&columns, rows, width), &y, None, None)
         .map_err(|e| TrainError::Fit(format!("boosted trees: {e}")))?;
     if booster.regression_head.is_some() {
         return Err(TrainError::Fit(
@@ -605,7 +693,7 @@ pub(crate) mod tests {
             .fit(&Dataset::new(x.clone(), Array1::from_vec(d.y.clone())))
             .unwrap();
         let theirs = fitted.predict_probabilities(&x);
-        let ours = fit_logistic(&d, &h.logistic).unwrap();
+        let ours = fit_logistic(Rows::all(&d), &h.logistic).unwrap();
         let positive_is_at_risk = fitted.labels().pos.class;
         for i in 0..d.rows() {
             let p = if positive_is_at_risk {
@@ -619,7 +707,7 @@ pub(crate) mod tests {
         let mut rare = d.clone();
         rare.y.iter_mut().for_each(|v| *v = !*v);
         rare.x.iter_mut().for_each(|v| *v = -*v);
-        let flipped = fit_logistic(&rare, &h.logistic).unwrap();
+        let flipped = fit_logistic(Rows::all(&rare), &h.logistic).unwrap();
         let (Predictor::Linear { weights: a, .. }, Predictor::Linear { weights: b, .. }) =
             (&ours, &flipped)
         else {
@@ -677,6 +765,29 @@ pub(crate) mod tests {
                 .collect();
             let auc = crate::metrics::roc_auc(&p, &test.y);
             assert!(auc > 0.85, "{family}: AUC {auc}");
+        }
+    }
+
+    #[test]
+    fn a_subset_of_rows_fits_as_the_same_rows_copied_out() {
+        let d = toy(500, 4);
+        let keep: Vec<usize> = (0..d.rows()).filter(|i| i % 3 != 1).collect();
+        let copied = Design {
+            x: keep
+                .iter()
+                .flat_map(|i| d.row(*i).iter().copied())
+                .collect(),
+            width: d.width,
+            y: keep.iter().map(|i| d.y[*i]).collect(),
+        };
+        let mut h = Hyperparameters::default();
+        h.forest.trees = 6;
+        h.boosted.max_rows = 200;
+        h.mlp.epochs = 2;
+        for family in ModelFamily::ALL {
+            let a = fit_rows(family, Rows::subset(&d, &keep), &h, 9, TrainDevice::Cpu).unwrap();
+            let b = fit(family, &copied, &h, 9, TrainDevice::Cpu).unwrap();
+            assert_eq!(a, b, "{family}");
         }
     }
 

@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use crate::TrainError;
-use crate::fit::{Design, MlpParams, TrainDevice};
+use crate::fit::{MlpParams, Rows, TrainDevice};
 
 #[derive(Module, Debug)]
 struct Net {
@@ -63,18 +63,19 @@ fn burn_device(device: TrainDevice) -> Result<Device, TrainError> {
 
 /// Fits the MLP on `d` (inputs standardised).
 pub(crate) fn fit_mlp(
-    d: &Design,
+    d: Rows<'_>,
     p: &MlpParams,
     seed: u64,
     device: TrainDevice,
 ) -> Result<Predictor, TrainError> {
     let device = burn_device(device)?;
     device.seed(seed);
-    let mut net = Net::new(d.width, &p.hidden, &device);
+    let width = d.width();
+    let mut net = Net::new(width, &p.hidden, &device);
     let mut optimizer = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut order: Vec<usize> = (0..d.rows()).collect();
-    let mut xb: Vec<f32> = Vec::with_capacity(p.batch_size * d.width);
+    let mut order: Vec<usize> = (0..d.len()).collect();
+    let mut xb: Vec<f32> = Vec::with_capacity(p.batch_size * width);
     let mut yb: Vec<f32> = Vec::with_capacity(p.batch_size);
     for _ in 0..p.epochs {
         order.shuffle(&mut rng);
@@ -83,10 +84,10 @@ pub(crate) fn fit_mlp(
             yb.clear();
             for i in batch {
                 xb.extend(d.row(*i).iter().map(|v| *v as f32));
-                yb.push(if d.y[*i] { 1.0 } else { 0.0 });
+                yb.push(if d.y(*i) { 1.0 } else { 0.0 });
             }
             let n = batch.len();
-            let x = Tensor::<2>::from_data(TensorData::new(xb.clone(), [n, d.width]), &device);
+            let x = Tensor::<2>::from_data(TensorData::new(xb.clone(), [n, width]), &device);
             let y = Tensor::<2>::from_data(TensorData::new(yb.clone(), [n, 1]), &device);
             let z = net.forward(x);
             // Binary cross-entropy on logits: -y log σ(z) - (1 - y) log σ(-z).
@@ -148,8 +149,8 @@ mod wgpu_tests {
                 .collect();
             roc_auc(&s, &test.y)
         };
-        let gpu = fit_mlp(&train, &p, 5, TrainDevice::Wgpu).unwrap();
-        let cpu = fit_mlp(&train, &p, 5, TrainDevice::Cpu).unwrap();
+        let gpu = fit_mlp(Rows::all(&train), &p, 5, TrainDevice::Wgpu).unwrap();
+        let cpu = fit_mlp(Rows::all(&train), &p, 5, TrainDevice::Cpu).unwrap();
         gpu.check(3).unwrap();
         let (a, b) = (auc(&gpu), auc(&cpu));
         assert!(a > 0.85, "wgpu AUC {a}");

@@ -16,6 +16,7 @@ use lodestar_domain::{
 use lodestar_ingest::{IngestOptions, ingest};
 use lodestar_model::ModelFamily;
 use lodestar_train::batch::score_rows;
+use lodestar_train::data::Categories;
 use lodestar_train::evaluate::{Protocol, TrainOptions, WeekFairness, fairness};
 use lodestar_train::{Snapshot, evaluate};
 
@@ -96,12 +97,12 @@ fn an_honest_model_passes_and_a_planted_unfair_one_is_refused() {
         .find(|(a, _)| *a == ProtectedAttribute::Gender)
         .unwrap()
         .1;
-    let count = |g: &str| rows.iter().filter(|r| gender[**r] == g).count();
+    let count = |g: &str| rows.iter().filter(|r| gender.get(**r) == Some(g)).count();
     let largest = if count("F") >= count("M") { "F" } else { "M" };
     let mut planted = honest.clone();
     let mut flip = vec![false; s.presentations.len()];
     for (k, r) in rows.iter().enumerate() {
-        if gender[*r] == largest && y[k] && planted[k] >= t {
+        if gender.get(*r) == Some(largest) && y[k] && planted[k] >= t {
             let f = &mut flip[s.presentation[*r] as usize];
             if *f {
                 planted[k] = 0.0;
@@ -183,7 +184,7 @@ fn synthetic(cells: &[Cell]) -> (Snapshot, Vec<f64>, Vec<bool>) {
                 i - c.at_risk < c.flagged_not_at_risk
             };
             presentation.push(c.presentation);
-            gender.push(c.gender.to_owned());
+            gender.push(c.gender);
             label.push(Some(at_risk));
             p.push(if flagged { 0.7 } else { 0.3 });
         }
@@ -204,7 +205,10 @@ fn synthetic(cells: &[Cell]) -> (Snapshot, Vec<f64>, Vec<bool>) {
         week: vec![10; n],
         active: vec![true; n],
         label,
-        groups: vec![(ProtectedAttribute::Gender, gender)],
+        groups: vec![(
+            ProtectedAttribute::Gender,
+            Categories::new(gender.iter().map(|g| Some(*g))),
+        )],
         terms: vec![],
     };
     (s, p, y)

@@ -55,6 +55,37 @@ fn temporal() -> Protocol {
 }
 
 #[test]
+fn reading_a_column_at_a_time_gives_the_whole_frame_s_snapshot() {
+    use polars::prelude::{ParquetReader, SerReader};
+    let s = snapshot();
+    let file = std::fs::File::open(s.dir.join(lodestar_ingest::snapshot::FEATURES_FILE)).unwrap();
+    let df = ParquetReader::new(file).finish().unwrap();
+    let whole = Snapshot::from_frame(&df, s.id.clone(), s.dir.clone()).unwrap();
+    // Every field but the manifest's terms, which `from_frame` does not read.
+    let fields = |s: &Snapshot| {
+        format!(
+            "{:?}",
+            (
+                &s.schema,
+                &s.columns,
+                &s.presentation,
+                &s.presentations,
+                &s.student,
+                &s.week,
+                &s.active,
+                &s.label,
+                &s.groups,
+            )
+        )
+    };
+    assert_eq!(fields(s), fields(&whole));
+    assert!(
+        s.groups.iter().all(|(_, g)| g.codes.len() == s.len()
+            && g.codes.iter().all(|c| (*c as usize) < g.values.len()))
+    );
+}
+
+#[test]
 fn temporal_evaluation_scores_only_students_still_registered() {
     let s = snapshot();
     let e = evaluate(
@@ -190,7 +221,7 @@ fn the_artifact_scores_a_caller_row_as_batch_scoring_does() {
     for (f, c) in s.schema.features.iter().zip(&s.columns) {
         let v = match c {
             RawColumn::Num(v) => (!v[row].is_nan()).then(|| Value::Number(v[row])),
-            RawColumn::Text(v) => v[row].clone().map(Value::Text),
+            RawColumn::Text(v) => v.get(row).map(|t| Value::Text(t.to_owned())),
         };
         if f.protected.is_none() {
             sent.insert(f.name.clone(), v);

@@ -172,14 +172,16 @@ fn print_summary(summary: &Value) {
         {
             let rows = t["rows"].as_f64().unwrap_or(0.0);
             let seconds = t["seconds"].as_f64().unwrap_or(f64::NAN);
+            let write = t["write_seconds"].as_f64().unwrap_or(seconds);
             let compute = t["compute_seconds"].as_f64().unwrap_or(f64::NAN);
             let resumed = t["resumed_after"].as_u64().unwrap_or(0);
             println!(
-                "  {:.1} s: {:.0} predictions/s scored and stored, {:.0}/s scoring alone (ratio {:.2}); longest write transaction {:.0} ms of {}, publication {:.0} ms{}",
+                "  {:.1} s ({:.1} s scoring and writing): {:.0} predictions/s scored and stored, {:.0}/s scoring alone (ratio {:.2}); longest write transaction {:.0} ms of {}, publication {:.0} ms{}",
                 seconds,
-                rows / seconds,
+                write,
+                rows / write,
                 (rows - resumed as f64) / compute,
-                compute / seconds,
+                compute / write,
                 t["longest_write_ms"].as_f64().unwrap_or(f64::NAN),
                 t["transactions"],
                 t["publish_ms"].as_f64().unwrap_or(f64::NAN),

@@ -170,6 +170,7 @@ pub async fn score_and_store(
     job: ScoreJob,
     failpoints: &Failpoints,
 ) -> Result<(ScoreTiming, i64), String> {
+    let started = Instant::now();
     let mut timing = ScoreTiming {
         rows: job.rows.len() as u64,
         ..ScoreTiming::default()
@@ -231,5 +232,6 @@ pub async fn score_and_store(
     timing.transactions += 1;
     timing.publish_ms = published.transaction.as_secs_f64() * 1e3;
     timing.longest_write_ms = timing.longest_write_ms.max(timing.publish_ms);
+    timing.write_seconds = started.elapsed().as_secs_f64();
     Ok((timing, batch.id))
 }

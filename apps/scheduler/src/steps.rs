@@ -215,6 +215,10 @@ pub struct ScoreTiming {
     pub rows: u64,
     /// The step's wall time, reading the snapshot included.
     pub seconds: f64,
+    /// Scoring, explaining and writing the rows, from opening the batch to its publication (the
+    /// step's other time is reading the snapshot and recording the terms).
+    #[serde(default)]
+    pub write_seconds: f64,
     /// Time spent scoring and explaining (in memory, overlapped with the writes).
     pub compute_seconds: f64,
     /// Write transactions (staging chunks and the publication).

@@ -133,6 +133,7 @@ both_backends!(
     the_caseload_reads_running_terms_at_their_current_week,
     the_gate_on_tonights_rows_compares_the_same_champion,
     staged_scores_are_invisible_until_published_and_resume_after_a_kill,
+    a_first_version_is_refused_on_a_credible_gap_and_promoted_despite_a_noisy_one,
 );
 
 fn report(auc: f64) -> EvaluationReport {
@@ -1252,5 +1253,85 @@ async fn staged_scores_are_invisible_until_published_and_resume_after_a_kill(db:
     assert!(
         !stored.contains("days_since_last_activity") && !stored.contains("no activity"),
         "{stored}"
+    );
+}
+
+/// A report whose week-10 gender TPR gap (adjusted for course mix) is `gap` with the interval
+/// `[low, high]`, over groups of the given sizes.
+fn report_with_gap(gap: f64, low: f64, high: f64, sizes: [u64; 2]) -> EvaluationReport {
+    use lodestar_domain::evaluation::{FairnessMethod, Interval};
+    let mut r = report(0.80);
+    let interval = |low: f64, high: f64| Some(Interval { low, high });
+    r.fairness_method = FairnessMethod::CourseMixAdjusted;
+    r.fairness = vec![SubgroupGaps {
+        attribute: ProtectedAttribute::Gender,
+        week: 10,
+        tpr_gap: gap,
+        fpr_gap: 0.02,
+        calibration_gap: 0.01,
+        tpr_interval: interval(low, high),
+        fpr_interval: interval(0.0, 0.05),
+        calibration_interval: interval(0.0, 0.03),
+        measured: vec![("F".into(), sizes[0]), ("M".into(), sizes[1])],
+    }];
+    r.fairness_pooled = vec![SubgroupGaps {
+        tpr_gap: 0.1,
+        ..r.fairness[0].clone()
+    }];
+    r
+}
+
+async fn a_first_version_is_refused_on_a_credible_gap_and_promoted_despite_a_noisy_one(db: TestDb) {
+    let mut versions = Vec::new();
+    for (n, report) in [
+        // A planted unfairness: the whole interval above the 0.2 limit.
+        report_with_gap(0.30, 0.25, 0.35, [1203, 1544]),
+        // As wide a gap, measured on a few dozen students: mostly noise.
+        report_with_gap(0.30, 0.05, 0.52, [41, 97]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let artifact = db
+            .artifacts
+            .put("g", format!("weights {n}").as_bytes())
+            .await
+            .unwrap();
+        let v = db
+            .store
+            .register_version(NewVersion {
+                model: "g".into(),
+                artifact,
+                snapshot_hash: "cfb2319c8a3c4a8133a96e8a1ed15efc".into(),
+                code_version: "0.1.0".into(),
+                config: serde_json::json!({}),
+                seed: 42,
+                report,
+                run_id: None,
+                actor: "scheduler".into(),
+            })
+            .await
+            .unwrap();
+        versions.push(v.version);
+    }
+    let gate = |version| Promotion {
+        gate: PromotionGate::default(),
+        ..promotion("g", version)
+    };
+    let err = db.store.promote(&gate(versions[0])).await.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::GateRefused(_)), "{message}");
+    for part in [
+        "week 10: Gender TPR gap adjusted for course mix 0.300",
+        "95% interval 0.250 to 0.350",
+        "F (1203), M (1544)",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    assert_eq!(db.store.alias("g", CHAMPION).await.unwrap(), None);
+    db.store.promote(&gate(versions[1])).await.unwrap();
+    assert_eq!(
+        db.store.alias("g", CHAMPION).await.unwrap(),
+        Some(versions[1])
     );
 }

@@ -212,7 +212,7 @@ pub(crate) fn run_score(config: &Config, args: &crate::cli::BenchScoreArgs) -> a
                 let schema = format!("lodestar_bench_{}_{round}", std::process::id());
                 let admin = sqlx::AnyPool::connect(base).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+                    "SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
                 )))
                 .execute(&admin)
                 .await?;
@@ -220,7 +220,7 @@ pub(crate) fn run_score(config: &Config, args: &crate::cli::BenchScoreArgs) -> a
                 let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
                 let s = store_once(&url, &job).await;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    "SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE"
                 )))
                 .execute(&admin)
                 .await?;
@@ -231,7 +231,7 @@ pub(crate) fn run_score(config: &Config, args: &crate::cli::BenchScoreArgs) -> a
         }
         let rate = |seconds: f64| rows as f64 / seconds;
         println!(
-            "scoring in memory (score, explain, shape the rows; nothing stored): {:.2} s, {:.0} predictions/s",
+            "scoring in memory (score, explain, read each row's week; nothing stored): {:.2} s, {:.0} predictions/s",
             memory,
             rate(memory)
         );

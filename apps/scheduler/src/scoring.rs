@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use lodestar_model::Artifact;
 use lodestar_store::{BatchKey, Scored, StagedRow, Store};
 use lodestar_train::Snapshot;
-use lodestar_train::batch::{CONTEXT_FEATURES, score_rows};
-use lodestar_train::data::RawColumn;
+use lodestar_train::batch::{CONTEXT_FEATURES, ContextColumns, score_rows};
 
 use crate::Failpoints;
 use crate::steps::ScoreTiming;
@@ -39,16 +38,16 @@ pub struct ScoreJob {
 impl ScoreJob {
     /// Scores, explains and shapes `chunk` in the form `store` keeps, its parts on every core.
     fn staged(&self, store: &Store, chunk: &[usize]) -> Result<Vec<StagedRow>, String> {
-        let columns = self.context_columns();
+        let columns = ContextColumns::of(&self.snapshot);
         self.on_every_core(chunk, |part| {
             let predictions =
                 score_rows(&self.snapshot, &self.artifact, part).map_err(|e| e.to_string())?;
-            let mut context = Vec::with_capacity(columns.len());
+            let mut context = Vec::with_capacity(CONTEXT_FEATURES.len());
             Ok(part
                 .iter()
                 .zip(predictions)
                 .map(|(r, pr)| {
-                    self.context_of(&columns, *r, &mut context);
+                    columns.read(&self.snapshot, *r, &mut context);
                     let (module, code) = self.presentation_of(*r);
                     store.staged_scored(Scored {
                         model: &self.model,
@@ -91,35 +90,6 @@ impl ScoreJob {
         })
     }
 
-    /// The snapshot's numeric columns among [`CONTEXT_FEATURES`], with their index.
-    fn context_columns(&self) -> Vec<(&'static str, usize)> {
-        let s = &self.snapshot;
-        CONTEXT_FEATURES
-            .iter()
-            .filter_map(|name| {
-                let i = s.schema.features.iter().position(|f| f.name == *name)?;
-                matches!(s.columns.get(i), Some(RawColumn::Num(_))).then_some((*name, i))
-            })
-            .collect()
-    }
-
-    /// Row `r`'s week as the dashboard shows it (finite values only), into `out`.
-    fn context_of(
-        &self,
-        columns: &[(&'static str, usize)],
-        r: usize,
-        out: &mut Vec<(&'static str, f64)>,
-    ) {
-        out.clear();
-        for (name, i) in columns {
-            if let RawColumn::Num(v) = &self.snapshot.columns[*i]
-                && v[r].is_finite()
-            {
-                out.push((name, v[r]));
-            }
-        }
-    }
-
     fn presentation_of(&self, r: usize) -> (&str, &str) {
         let name = &self.snapshot.presentations[self.snapshot.presentation[r] as usize];
         name.split_once('-').unwrap_or((name, ""))
@@ -141,7 +111,7 @@ impl ScoreJob {
     /// time it took.
     pub fn score_in_memory(&self) -> Result<Duration, String> {
         let t = Instant::now();
-        let columns = self.context_columns();
+        let columns = ContextColumns::of(&self.snapshot);
         for chunk in self.rows.chunks(self.chunk.max(1)) {
             let out = self.on_every_core(chunk, |part| {
                 let predictions =
@@ -151,7 +121,7 @@ impl ScoreJob {
                     .iter()
                     .zip(predictions)
                     .map(|(r, pr)| {
-                        self.context_of(&columns, *r, &mut context);
+                        columns.read(&self.snapshot, *r, &mut context);
                         (pr, context.len())
                     })
                     .collect())

@@ -288,64 +288,57 @@ impl Store {
             .bind(term.as_str())
             .fetch_all(self.pool())
             .await?;
-        let mut out = match self.caseload_entries(&rows, &self.features()) {
-            Err(StoreError::UnknownFeature(_)) => None,
-            other => Some(other?),
+        self.with_features(|d| caseload_entries(&rows, d)).await
+    }
+}
+
+/// Caseload rows with the top reason and days idle read from each stored explanation and
+/// context.
+fn caseload_entries(
+    rows: &[sqlx::any::AnyRow],
+    dict: &crate::explanation::Dictionary,
+) -> Result<Vec<CaseloadEntry>, StoreError> {
+    let mut out: Vec<CaseloadEntry> = Vec::with_capacity(rows.len());
+    for r in rows {
+        let context = match crate::ops::json_column(r, "context_json")? {
+            Some(c) => crate::explanation::decode_context(c, dict)?,
+            None => serde_json::Value::Null,
         };
-        if out.is_none() {
-            self.reload_features().await?;
-            out = Some(self.caseload_entries(&rows, &self.features())?);
-        }
-        Ok(out.unwrap_or_default())
+        let explanation = match crate::ops::json_column(r, "explanation_json")? {
+            Some(e) => crate::explanation::decode(e, &context, dict)?,
+            None => serde_json::Value::Null,
+        };
+        let previous_week: Option<i64> = r.try_get("previous_week")?;
+        let previous = match previous_week {
+            Some(w) => Some((
+                w,
+                r.try_get::<f64, _>("previous_probability")?,
+                r.try_get::<String, _>("previous_tier")?,
+            )),
+            None => None,
+        };
+        out.push(CaseloadEntry {
+            code_module: r.try_get("code_module")?,
+            code_presentation: r.try_get("code_presentation")?,
+            id_student: r.try_get("id_student")?,
+            prediction_id: r.try_get("id")?,
+            week: r.try_get("as_of_week")?,
+            probability: r.try_get("probability")?,
+            tier: r.try_get("tier")?,
+            top_reason: explanation
+                .pointer("/up/0/text")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            days_since_last_activity: context
+                .get("days_since_last_activity")
+                .and_then(serde_json::Value::as_f64),
+            previous,
+        });
     }
+    Ok(out)
+}
 
-    /// Caseload rows with the top reason and days idle read from each stored explanation and
-    /// context.
-    fn caseload_entries(
-        &self,
-        rows: &[sqlx::any::AnyRow],
-        dict: &crate::explanation::Dictionary,
-    ) -> Result<Vec<CaseloadEntry>, StoreError> {
-        let mut out: Vec<CaseloadEntry> = Vec::with_capacity(rows.len());
-        for r in rows {
-            let context = match crate::ops::json_column(r, "context_json")? {
-                Some(c) => crate::explanation::decode_context(c, dict)?,
-                None => serde_json::Value::Null,
-            };
-            let explanation = match crate::ops::json_column(r, "explanation_json")? {
-                Some(e) => crate::explanation::decode(e, &context, dict)?,
-                None => serde_json::Value::Null,
-            };
-            let previous_week: Option<i64> = r.try_get("previous_week")?;
-            let previous = match previous_week {
-                Some(w) => Some((
-                    w,
-                    r.try_get::<f64, _>("previous_probability")?,
-                    r.try_get::<String, _>("previous_tier")?,
-                )),
-                None => None,
-            };
-            out.push(CaseloadEntry {
-                code_module: r.try_get("code_module")?,
-                code_presentation: r.try_get("code_presentation")?,
-                id_student: r.try_get("id_student")?,
-                prediction_id: r.try_get("id")?,
-                week: r.try_get("as_of_week")?,
-                probability: r.try_get("probability")?,
-                tier: r.try_get("tier")?,
-                top_reason: explanation
-                    .pointer("/up/0/text")
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned),
-                days_since_last_activity: context
-                    .get("days_since_last_activity")
-                    .and_then(serde_json::Value::as_f64),
-                previous,
-            });
-        }
-        Ok(out)
-    }
-
+impl Store {
     /// Outreach so far per student (of `user`'s caseload, or everyone's).
     pub async fn outreach_summary(
         &self,

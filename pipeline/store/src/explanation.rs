@@ -213,37 +213,34 @@ pub(crate) fn encode_scored(
             })
     };
     let explanation = write_factors(flagged, [&u, &d], &get, dict);
-    let mut ctx = String::with_capacity(64);
-    ctx.push('[');
-    for (i, (name, v)) in context.iter().enumerate() {
-        let Some(id) = dict.ids.get(*name) else {
-            return (explanation, None);
-        };
+    let context = write_context(context.iter().map(|(n, v)| (*n, Some(*v))), dict);
+    (explanation, context)
+}
+
+/// Writes a weekly context as `[id, value, ...]`; `None` when a feature has no id or a value is
+/// not a number.
+fn write_context<'a>(
+    pairs: impl Iterator<Item = (&'a str, Option<f64>)>,
+    dict: &Dictionary,
+) -> Option<String> {
+    let mut out = String::with_capacity(64);
+    out.push('[');
+    for (i, (name, v)) in pairs.enumerate() {
         if i > 0 {
-            ctx.push(',');
+            out.push(',');
         }
-        let _ = write!(ctx, "{id},");
-        number(&mut ctx, *v);
+        let _ = write!(out, "{},", dict.ids.get(name)?);
+        number(&mut out, v?);
     }
-    ctx.push(']');
-    (explanation, Some(ctx))
+    out.push(']');
+    Some(out)
 }
 
 /// The stored form of a weekly context: `[id, value, ...]`, or `None` when it is not an object
 /// of numbers.
 pub(crate) fn encode_context(context: &Value, dict: &Dictionary) -> Option<String> {
     let m = context.as_object()?;
-    let mut out = String::with_capacity(64);
-    out.push('[');
-    for (i, (name, v)) in m.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{},", dict.ids.get(name)?);
-        number(&mut out, v.as_f64()?);
-    }
-    out.push(']');
-    Some(out)
+    write_context(m.iter().map(|(n, v)| (n.as_str(), v.as_f64())), dict)
 }
 
 /// A stored weekly context as shown: an object of numbers.

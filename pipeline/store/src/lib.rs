@@ -178,31 +178,15 @@ impl Store {
             }
             out.into_iter().map(str::to_owned).collect()
         };
-        if missing.is_empty() {
-            return Ok(());
-        }
-        for name in &missing {
-            sqlx::query(
-                "INSERT INTO feature_names (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        }
-        self.reload_features().await
+        self.intern_feature_names(&missing).await
     }
 
-    /// Stored predictions as shown (explanations' sentences rendered): a row naming a feature
-    /// id this process has not seen yet reloads the dictionary once.
-    pub(crate) async fn predictions_from(
+    /// Runs `read` with the feature dictionary; when it meets a feature id this process has
+    /// not seen yet (written by another process), reloads the dictionary and runs it once more.
+    pub(crate) async fn with_features<T>(
         &self,
-        rows: &[sqlx::any::AnyRow],
-    ) -> Result<Vec<ops::Prediction>, StoreError> {
-        let read = |d: &explanation::Dictionary| {
-            rows.iter()
-                .map(|r| ops::prediction_from(r, d))
-                .collect::<Result<Vec<_>, _>>()
-        };
+        read: impl Fn(&explanation::Dictionary) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let first = read(&self.features());
         match first {
             Err(StoreError::UnknownFeature(_)) => {
@@ -211,6 +195,20 @@ impl Store {
             }
             other => other,
         }
+    }
+
+    /// Stored predictions as shown (explanations' sentences rendered): a row naming a feature
+    /// id this process has not seen yet reloads the dictionary once.
+    pub(crate) async fn predictions_from(
+        &self,
+        rows: &[sqlx::any::AnyRow],
+    ) -> Result<Vec<ops::Prediction>, StoreError> {
+        self.with_features(|d| {
+            rows.iter()
+                .map(|r| ops::prediction_from(r, d))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
     }
 }
 

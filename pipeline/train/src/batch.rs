@@ -63,21 +63,36 @@ pub const CONTEXT_FEATURES: [&str; 9] = [
     "score_mean",
 ];
 
-/// A row's [`CONTEXT_FEATURES`] as a JSON object (missing values and features the snapshot
-/// lacks are left out).
-pub fn context(s: &Snapshot, row: usize) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    for name in CONTEXT_FEATURES {
-        let Some(i) = s.schema.features.iter().position(|f| f.name == name) else {
-            continue;
-        };
-        if let Some(RawColumn::Num(v)) = s.columns.get(i)
-            && v[row].is_finite()
-        {
-            out.insert(name.to_owned(), serde_json::json!(v[row]));
+/// Where a snapshot keeps the [`CONTEXT_FEATURES`] it has (numeric columns only), found once
+/// and read for every row.
+#[derive(Debug, Clone)]
+pub struct ContextColumns(Vec<(&'static str, usize)>);
+
+impl ContextColumns {
+    /// The context features `s` has, with their column.
+    pub fn of(s: &Snapshot) -> ContextColumns {
+        ContextColumns(
+            CONTEXT_FEATURES
+                .iter()
+                .filter_map(|name| {
+                    let i = s.schema.features.iter().position(|f| f.name == *name)?;
+                    matches!(s.columns.get(i), Some(RawColumn::Num(_))).then_some((*name, i))
+                })
+                .collect(),
+        )
+    }
+
+    /// Row `row`'s context into `out`: feature and value, missing values left out.
+    pub fn read(&self, s: &Snapshot, row: usize, out: &mut Vec<(&'static str, f64)>) {
+        out.clear();
+        for (name, i) in &self.0 {
+            if let RawColumn::Num(v) = &s.columns[*i]
+                && v[row].is_finite()
+            {
+                out.push((name, v[row]));
+            }
         }
     }
-    serde_json::Value::Object(out)
 }
 
 /// Scores and explains `rows` with `a` (its inputs matched to the snapshot's columns by name).

@@ -1254,6 +1254,16 @@ async fn staged_scores_are_invisible_until_published_and_resume_after_a_kill(db:
         !stored.contains("days_since_last_activity") && !stored.contains("no activity"),
         "{stored}"
     );
+    // Once the presentation is recorded as a term under way at week 6 (day 48), its caseload is
+    // tonight's students at that week, read from the published batch.
+    s.record_terms(&[term("BBB-2013J", TermState::Running, 48)], "snap-a")
+        .await
+        .unwrap();
+    let running = s.caseload_view(None, TermState::Running).await.unwrap();
+    let mut at_week_6: Vec<i64> = running.iter().map(|e| e.id_student).collect();
+    at_week_6.sort_unstable();
+    assert_eq!(at_week_6, [11, 13]);
+    assert!(running.iter().all(|e| e.top_reason.is_some()));
 }
 
 /// A report whose week-10 gender TPR gap (adjusted for course mix) is `gap` with the interval

@@ -4,6 +4,7 @@
 //! and by `lodestar bench score`, which also times the same rows scored without storing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lodestar_model::Artifact;
@@ -13,6 +14,9 @@ use lodestar_train::batch::{CONTEXT_FEATURES, ContextColumns, score_rows};
 
 use crate::Failpoints;
 use crate::steps::ScoreTiming;
+
+/// Rows a scoring thread takes at a time.
+const PART_ROWS: usize = 250;
 
 /// Rows of a snapshot to score with one model version.
 #[derive(Clone)]
@@ -69,25 +73,44 @@ impl ScoreJob {
         })
     }
 
-    /// Runs `f` over parts of `chunk` on every core, results in order.
+    /// Runs `f` over parts of `chunk` on every core, results in order. The parts are small and
+    /// taken by whichever thread is free, so a core shared with the writer does not leave the
+    /// other idle at the end of each chunk.
     fn on_every_core<T: Send>(
         &self,
         chunk: &[usize],
         f: impl Fn(&[usize]) -> Result<Vec<T>, String> + Sync,
     ) -> Result<Vec<T>, String> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let part = chunk.len().div_ceil(cores.max(1)).max(256);
-        if part >= chunk.len() {
+        if cores <= 1 || chunk.len() <= PART_ROWS {
             return f(chunk);
         }
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = chunk.chunks(part).map(|c| scope.spawn(|| f(c))).collect();
-            let mut out = Vec::with_capacity(chunk.len());
-            for p in parts {
-                out.extend(p.join().map_err(|_| "scoring panicked".to_owned())??);
+        let parts: Vec<&[usize]> = chunk.chunks(PART_ROWS).collect();
+        let next = AtomicUsize::new(0);
+        let done = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..cores.min(parts.len()))
+                .map(|_| {
+                    scope.spawn(|| -> Result<Vec<(usize, Vec<T>)>, String> {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(part) = parts.get(i) else {
+                                return Ok(done);
+                            };
+                            done.push((i, f(part)?));
+                        }
+                    })
+                })
+                .collect();
+            let mut done = Vec::with_capacity(parts.len());
+            for w in workers {
+                done.extend(w.join().map_err(|_| "scoring panicked".to_owned())??);
             }
-            Ok(out)
-        })
+            Ok::<_, String>(done)
+        })?;
+        let mut done = done;
+        done.sort_unstable_by_key(|(i, _)| *i);
+        Ok(done.into_iter().flat_map(|(_, rows)| rows).collect())
     }
 
     fn presentation_of(&self, r: usize) -> (&str, &str) {
@@ -180,7 +203,7 @@ pub async fn score_and_store(
     let mut first = true;
     while let Some(chunk) = rx.recv().await {
         let held = store
-            .stage_rows(batch.id, &chunk)
+            .stage_rows(batch.id, chunk)
             .await
             .map_err(|e| e.to_string())?;
         timing.transactions += 1;

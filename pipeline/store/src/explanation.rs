@@ -11,7 +11,9 @@
 //! Anything of another shape is stored as given, and rows written before this format are read
 //! as they were written.
 //!
-//! Stored explanation: `{"v":2,"f":FLAGGED,"u":[[ID,VALUE,TYPICAL,CONTRIBUTION(,TEXT)],...],"d":[...]}`.
+//! Stored explanation: `[3,FLAGGED,[[ID,VALUE,TYPICAL,CONTRIBUTION(,TEXT)],...],[...]]` (up, then
+//! down; FLAGGED 1 or 0). Explanations stored as `{"v":2,"f":FLAGGED,"u":[...],"d":[...]}` (the
+//! same factors, more bytes) read the same.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -119,13 +121,9 @@ fn write_factors(
     dict: &Dictionary,
 ) -> Option<String> {
     let mut out = String::with_capacity(160);
-    out.push_str(if flagged {
-        "{\"v\":2,\"f\":true"
-    } else {
-        "{\"v\":2,\"f\":false"
-    });
-    for (key, factors) in ["u", "d"].iter().zip(groups) {
-        let _ = write!(out, ",\"{key}\":[");
+    out.push_str(if flagged { "[3,1" } else { "[3,0" });
+    for factors in groups {
+        out.push_str(",[");
         for (i, p) in factors.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -145,7 +143,7 @@ fn write_factors(
         }
         out.push(']');
     }
-    out.push('}');
+    out.push(']');
     Some(out)
 }
 
@@ -276,19 +274,33 @@ pub(crate) fn decode(
     context: &Value,
     dict: &Dictionary,
 ) -> Result<Value, StoreError> {
-    let Value::Object(m) = &stored else {
-        return Ok(stored);
+    // `[3,FLAGGED,[up...],[down...]]`, or the earlier `{"v":2,"f":FLAGGED,"u":[...],"d":[...]}`.
+    let (flagged, lists) = match &stored {
+        Value::Array(a)
+            if a.len() == 4
+                && a[0].as_i64() == Some(3)
+                && a[1].is_u64()
+                && a[2].is_array()
+                && a[3].is_array() =>
+        {
+            (Value::Bool(a[1].as_u64() == Some(1)), [&a[2], &a[3]])
+        }
+        Value::Object(m) if m.get("v").and_then(Value::as_i64) == Some(2) => {
+            let bad = || StoreError::Invalid("a stored explanation is malformed".to_owned());
+            (
+                m.get("f").cloned().unwrap_or(Value::Bool(false)),
+                [m.get("u").ok_or_else(bad)?, m.get("d").ok_or_else(bad)?],
+            )
+        }
+        _ => return Ok(stored),
     };
-    if m.get("v").and_then(Value::as_i64) != Some(2) {
-        return Ok(stored);
-    }
     let empty = Map::new();
     let ctx = context.as_object().unwrap_or(&empty);
     let bad = || StoreError::Invalid("a stored explanation is malformed".to_owned());
     let mut groups: Vec<Vec<StoredFactor>> = Vec::new();
-    for key in ["u", "d"] {
+    for list in lists {
         let mut these = Vec::new();
-        for f in m.get(key).and_then(Value::as_array).ok_or_else(bad)? {
+        for f in list.as_array().ok_or_else(bad)? {
             let f = f.as_array().ok_or_else(bad)?;
             let id = f.first().and_then(Value::as_i64).ok_or_else(bad)?;
             let name = dict.names.get(&id).ok_or(StoreError::UnknownFeature(id))?;
@@ -323,10 +335,7 @@ pub(crate) fn decode(
             .collect();
         out.insert((*key).to_owned(), Value::Array(list));
     }
-    out.insert(
-        "flagged".into(),
-        m.get("f").cloned().unwrap_or(Value::Bool(false)),
-    );
+    out.insert("flagged".into(), flagged);
     Ok(Value::Object(out))
 }
 
@@ -438,6 +447,30 @@ mod tests {
         let ctx_json = json!({"assessments_due": 3.0, "clicks_this_week": 0.5});
         assert_eq!(e, encode(&as_json, &ctx_json, &d));
         assert_eq!(c, encode_context(&ctx_json, &d));
+    }
+
+    #[test]
+    fn explanations_stored_in_the_earlier_form_read_the_same() {
+        let d = dict();
+        let context = json!({"assessments_due": 3.0});
+        let v2 = json!({"v": 2, "f": true,
+            "u": [[1, 12.0, 2.0, 0.42131], [2, 2.0, 0.0, 0.2]],
+            "d": [[5, null, 1.0, -0.1, "kept as written"]]});
+        let v3 = json!([
+            3,
+            1,
+            [[1, 12.0, 2.0, 0.42131], [2, 2.0, 0.0, 0.2]],
+            [[5, null, 1.0, -0.1, "kept as written"]]
+        ]);
+        let a = decode(v2, &context, &d).unwrap();
+        assert_eq!(a, decode(v3, &context, &d).unwrap());
+        assert_eq!(a["up"][0]["text"], "no activity for 12 days (typical: 2)");
+        assert_eq!(a["up"][1]["text"], "2 of 3 assessments due so far missing");
+        assert_eq!(a["down"][0]["text"], "kept as written");
+        assert_eq!(a["flagged"], true);
+        // An array of another shape is a value stored as given.
+        let given = json!([3, 1, 2]);
+        assert_eq!(decode(given.clone(), &context, &d).unwrap(), given);
     }
 
     #[test]

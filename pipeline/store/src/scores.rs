@@ -344,46 +344,58 @@ impl Store {
     ) -> Result<Duration, StoreError> {
         self.intern_features(rows).await?;
         let staged: Vec<StagedRow> = rows.iter().map(|p| self.staged_form(p.clone())).collect();
-        self.stage_rows(batch, &staged).await
+        self.stage_rows(batch, staged).await
     }
 
     /// Stages rows already in their stored form (see [`Store::stage_predictions`]).
-    pub async fn stage_rows(&self, batch: i64, rows: &[StagedRow]) -> Result<Duration, StoreError> {
+    pub async fn stage_rows(
+        &self,
+        batch: i64,
+        rows: Vec<StagedRow>,
+    ) -> Result<Duration, StoreError> {
         let at = now();
         let started = Instant::now();
+        let staged = rows.len() as i64;
+        let mut rows = rows.into_iter().peekable();
         let mut tx = self.pool().begin().await?;
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            // What every row of a chunk shares is bound once; the rest comes from a VALUES list
-            // (its columns are named column1, column2, ... by SQLite and PostgreSQL alike).
-            let shared = chunk.iter().all(|p| {
-                p.model == chunk[0].model
-                    && p.version == chunk[0].version
-                    && p.run_id == chunk[0].run_id
-            });
+        let of_batch =
+            sqlx::query("SELECT model, version, run_id FROM score_batches WHERE id = $1")
+                .bind(batch)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::Invalid(format!("no score batch {batch}")))?;
+        let (model, version, run_id): (String, i64, Option<i64>) = (
+            of_batch.try_get("model")?,
+            of_batch.try_get("version")?,
+            of_batch.try_get("run_id")?,
+        );
+        while rows.peek().is_some() {
+            // The rows' text is moved into the statement's arguments, not copied.
+            let chunk: Vec<StagedRow> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+            // Rows of the batch's own model, version and run leave them (and the time) to the
+            // batch; the rest comes from a VALUES list (its columns are named column1, column2,
+            // ... by SQLite and PostgreSQL alike).
+            let shared = chunk
+                .iter()
+                .all(|p| p.model == model && p.version == version && p.run_id == run_id);
             let mut sql = String::with_capacity(512 + chunk.len() * 20);
             let mut q = if shared {
                 sql.push_str(
-                    "INSERT INTO prediction_rows (model, version, run_id, scored_at, batch_id, code_module, \
-                     code_presentation, id_student, as_of_week, probability, tier, explanation_json, context_json) \
-                     SELECT ",
+                    "INSERT INTO prediction_rows (batch_id, code_module, code_presentation, id_student, \
+                     as_of_week, probability, tier, explanation_json, context_json) SELECT ",
                 );
                 sql.push_str(if self.backend() == crate::Backend::Postgres {
-                    "$1, $2, $3, $4, $5"
+                    "$1"
                 } else {
-                    "?, ?, ?, ?, ?"
+                    "?"
                 });
                 sql.push_str(
                     ", v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
                      v.column8 FROM (VALUES ",
                 );
-                self.placeholders_from(&mut sql, chunk.len(), 8, 6);
+                self.placeholders_from(&mut sql, chunk.len(), 8, 2);
                 sql.push_str(") AS v");
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(chunk[0].model.clone())
-                    .bind(chunk[0].version)
-                    .bind(chunk[0].run_id)
-                    .bind(at.clone())
-                    .bind(batch)
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(batch)
             } else {
                 sql.push_str(
                     "INSERT INTO prediction_rows (model, version, run_id, scored_at, batch_id, code_module, \
@@ -396,26 +408,26 @@ impl Store {
             for p in chunk {
                 if !shared {
                     q = q
-                        .bind(p.model.clone())
+                        .bind(p.model)
                         .bind(p.version)
                         .bind(p.run_id)
                         .bind(at.clone())
                         .bind(batch);
                 }
                 q = q
-                    .bind(p.code_module.clone())
-                    .bind(p.code_presentation.clone())
+                    .bind(p.code_module)
+                    .bind(p.code_presentation)
                     .bind(p.id_student)
                     .bind(p.as_of_week)
                     .bind(p.probability)
-                    .bind(p.tier.clone())
-                    .bind(p.explanation.clone())
-                    .bind(p.context.clone());
+                    .bind(p.tier)
+                    .bind(p.explanation)
+                    .bind(p.context);
             }
             q.execute(&mut *tx).await?;
         }
         sqlx::query("UPDATE score_batches SET rows_done = rows_done + $1 WHERE id = $2")
-            .bind(rows.len() as i64)
+            .bind(staged)
             .bind(batch)
             .execute(&mut *tx)
             .await?;
@@ -560,9 +572,15 @@ impl Store {
             snapshot: String::new(),
             rows: rows.len() as u64,
         };
-        let batch = self
-            .new_batch(&key, rows.first().and_then(|p| p.run_id))
-            .await?;
+        // A row whose run is not its batch's keeps its own, unless it has none: that would read
+        // as the batch's, so a batch of several runs has none.
+        let run_id = rows.first().and_then(|p| p.run_id);
+        let run_id = if rows.iter().all(|p| p.run_id == run_id) {
+            run_id
+        } else {
+            None
+        };
+        let batch = self.new_batch(&key, run_id).await?;
         for chunk in rows.chunks(STAGE_CHUNK) {
             self.stage_predictions(batch, chunk).await?;
         }

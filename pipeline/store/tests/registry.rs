@@ -36,6 +36,13 @@ impl TestDb {
         row.try_get("explanation_json").unwrap()
     }
 
+    async fn raw_count(&self, sql: &'static str) -> i64 {
+        use sqlx::Row;
+        let pool = sqlx::AnyPool::connect(&self.url).await.unwrap();
+        let row = sqlx::query(sql).fetch_one(&pool).await.unwrap();
+        row.try_get(0).unwrap()
+    }
+
     async fn cleanup(admin_url: &str, schema: &str) {
         let admin = sqlx::AnyPool::connect(admin_url).await.unwrap();
         let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
@@ -1248,6 +1255,41 @@ async fn staged_scores_are_invisible_until_published_and_resume_after_a_kill(db:
             .await
             .unwrap()
     );
+    // What the whole batch shares is stored once, with the batch, and read with each row: the
+    // model, the version, the run that finished the batch (tonight's rows name none of their
+    // own) and the time it was published.
+    assert_eq!((latest.model.as_str(), latest.version), ("at-risk", 1));
+    assert_eq!(latest.run_id, Some(8));
+    assert!(
+        history[2].scored_at.starts_with("20"),
+        "{}",
+        history[2].scored_at
+    );
+    assert_eq!(
+        db.raw_count(
+            "SELECT COUNT(*) FROM prediction_rows WHERE batch_id IS NOT NULL AND model IS NULL \
+                      AND version IS NULL AND run_id IS NULL AND scored_at IS NULL"
+        )
+        .await,
+        2,
+        "last night's rows, of their batch's model, version and run, leave them to it"
+    );
+    // Rows of several runs stored at once keep their own run (a batch of several runs has
+    // none, so a row without one does not read as another's).
+    let of_run = |student: i64, run: Option<i64>| {
+        let mut p = explained(student, 7, 0.4);
+        p.run_id = run;
+        p
+    };
+    s.insert_predictions(&[of_run(21, Some(3)), of_run(22, None), of_run(23, Some(4))])
+        .await
+        .unwrap();
+    for (student, run) in [(21, Some(3)), (22, None), (23, Some(4))] {
+        let h = s.prediction_history("BBB", "2013J", student).await.unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].prediction.run_id, run, "student {student}");
+        assert!(h[0].scored_at.starts_with("20"));
+    }
     // Feature names are ids in the stored row, not text.
     let stored: String = db.raw_explanation(history[2].id).await;
     assert!(

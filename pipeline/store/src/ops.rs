@@ -507,18 +507,19 @@ impl Store {
         code_presentation: &str,
         as_of_week: i64,
     ) -> Result<bool, StoreError> {
+        // The first such row answers: the model and version are read through the row's batch.
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM predictions WHERE model = $1 AND version = $2 AND code_module = $3 \
-             AND code_presentation = $4 AND as_of_week = $5",
+            "SELECT 1 AS n FROM predictions WHERE code_module = $3 AND code_presentation = $4 \
+             AND as_of_week = $5 AND model = $1 AND version = $2 LIMIT 1",
         )
         .bind(model)
         .bind(version)
         .bind(code_module)
         .bind(code_presentation)
         .bind(as_of_week)
-        .fetch_one(self.pool())
+        .fetch_optional(self.pool())
         .await?;
-        Ok(row.try_get::<i64, _>("n")? > 0)
+        Ok(row.is_some())
     }
 
     /// A student's predictions in a presentation, oldest first.

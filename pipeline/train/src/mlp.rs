@@ -61,6 +61,9 @@ fn burn_device(device: TrainDevice) -> Result<Device, TrainError> {
     }
 }
 
+/// Held while a fit seeds the device's generator and draws its initial weights.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Fits the MLP on `d` (inputs standardised).
 pub(crate) fn fit_mlp(
     d: Rows<'_>,
@@ -69,9 +72,15 @@ pub(crate) fn fit_mlp(
     device: TrainDevice,
 ) -> Result<Predictor, TrainError> {
     let device = burn_device(device)?;
-    device.seed(seed);
     let width = d.width();
-    let mut net = Net::new(width, &p.hidden, &device);
+    // burn draws the initial weights from the device's one seeded generator: fits seeding and
+    // drawing at the same time (the families and weeks train in parallel, and so do tests)
+    // would interleave their draws and lose the same-seed-same-model guarantee.
+    let mut net = {
+        let _held = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        device.seed(seed);
+        Net::new(width, &p.hidden, &device)
+    };
     let mut optimizer = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..d.len()).collect();

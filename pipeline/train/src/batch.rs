@@ -8,7 +8,7 @@ use lodestar_model::{Artifact, Prediction};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::data::{RawColumn, Snapshot};
+use crate::data::{Numbers, RawColumn, Snapshot};
 use crate::evaluate::source_columns;
 
 /// The rows to score: in each of `presentations`, the students still registered at the as-of
@@ -87,9 +87,9 @@ impl ContextColumns {
         out.clear();
         for (name, i) in &self.0 {
             if let RawColumn::Num(v) = &s.columns[*i]
-                && v[row].is_finite()
+                && v.get(row).is_finite()
             {
-                out.push((name, v[row]));
+                out.push((name, v.get(row)));
             }
         }
     }
@@ -144,10 +144,10 @@ fn psi(reference: &[f64], current: &[f64]) -> f64 {
         .sum()
 }
 
-fn numeric_counts(values: &[f64], rows: &[usize], cuts: &[f64]) -> Vec<f64> {
+fn numeric_counts(values: &Numbers, rows: &[usize], cuts: &[f64]) -> Vec<f64> {
     let mut counts = vec![0.0; cuts.len() + 2];
     for r in rows {
-        let v = values[*r];
+        let v = values.get(*r);
         let bin = if v.is_nan() {
             cuts.len() + 1
         } else {
@@ -179,7 +179,7 @@ pub fn population_stability(reference: &Snapshot, current: &Snapshot) -> Vec<Fea
             (RawColumn::Num(a), RawColumn::Num(b)) => {
                 let mut sorted: Vec<f64> = ref_rows
                     .iter()
-                    .map(|r| a[*r])
+                    .map(|r| a.get(*r))
                     .filter(|v| !v.is_nan())
                     .collect();
                 sorted.sort_by(f64::total_cmp);

@@ -23,9 +23,143 @@ use crate::TrainError;
 #[derive(Debug, Clone)]
 pub enum RawColumn {
     /// Numbers; NaN where missing.
-    Num(Vec<f64>),
+    Num(Numbers),
     /// Categories as written, missing where the export has none.
     Text(Categories),
+}
+
+/// A numeric column, held as compactly as its values allow without changing any of them: most
+/// features are counts (clicks, days, assessments), whole numbers in a narrow range, held as
+/// one or two bytes from the column's least value; other numbers as `f32` where every value is
+/// exactly an `f32`, else as `f64`. [`Numbers::get`] gives back each value bit for bit as it
+/// was read (a missing value as `f64::NAN`), so what is computed from a snapshot does not depend
+/// on how its columns are held.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Numbers(Held);
+
+/// How a [`Numbers`] holds its values.
+#[derive(Debug, Clone, PartialEq)]
+enum Held {
+    /// Whole numbers `base + code`; `u8::MAX` is missing.
+    Small { base: f64, codes: Vec<u8> },
+    /// Whole numbers `base + code`; `u16::MAX` is missing.
+    Whole { base: f64, codes: Vec<u16> },
+    /// Numbers that are all exactly `f32`s (NaN missing).
+    Single(Vec<f32>),
+    /// Any numbers (NaN missing).
+    Double(Vec<f64>),
+}
+
+/// Whole numbers up to this magnitude are held as offsets (every such number and every sum of
+/// two of them is exact in `f64`).
+const WHOLE_LIMIT: f64 = 4_503_599_627_370_496.0; // 2^52
+
+impl Numbers {
+    /// Holds `values` (NaN where missing).
+    pub fn new(values: Vec<f64>) -> Numbers {
+        // Whole numbers (not -0, which an offset would give back as 0) and NaNs as `f64::NAN`
+        // writes them: the range decides the width of the codes.
+        let whole = |v: f64| {
+            v.fract() == 0.0 && v.abs() < WHOLE_LIMIT && (v != 0.0 || v.is_sign_positive())
+        };
+        let mut range: Option<(f64, f64)> = None;
+        let mut all_whole = true;
+        for v in &values {
+            if v.is_nan() {
+                all_whole &= v.to_bits() == f64::NAN.to_bits();
+            } else if whole(*v) {
+                range = Some(range.map_or((*v, *v), |(lo, hi)| (lo.min(*v), hi.max(*v))));
+            } else {
+                all_whole = false;
+                break;
+            }
+        }
+        if all_whole {
+            let (base, top) = range.unwrap_or((0.0, 0.0));
+            let span = top - base;
+            if span < f64::from(u8::MAX) {
+                return Numbers(Held::Small {
+                    base,
+                    codes: codes(&values, base, u8::MAX, |d| d as u8),
+                });
+            }
+            if span < f64::from(u16::MAX) {
+                return Numbers(Held::Whole {
+                    base,
+                    codes: codes(&values, base, u16::MAX, |d| d as u16),
+                });
+            }
+        }
+        if values
+            .iter()
+            .all(|v| f64::from(*v as f32).to_bits() == v.to_bits())
+        {
+            return Numbers(Held::Single(values.iter().map(|v| *v as f32).collect()));
+        }
+        Numbers(Held::Double(values))
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Held::Small { codes, .. } => codes.len(),
+            Held::Whole { codes, .. } => codes.len(),
+            Held::Single(v) => v.len(),
+            Held::Double(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of `row` (NaN where missing), exactly as it was given.
+    #[inline]
+    pub fn get(&self, row: usize) -> f64 {
+        match &self.0 {
+            Held::Small { base, codes } => match codes[row] {
+                u8::MAX => f64::NAN,
+                c => base + f64::from(c),
+            },
+            Held::Whole { base, codes } => match codes[row] {
+                u16::MAX => f64::NAN,
+                c => base + f64::from(c),
+            },
+            Held::Single(v) => f64::from(v[row]),
+            Held::Double(v) => v[row],
+        }
+    }
+
+    /// Every value, in row order.
+    pub fn iter(&self) -> impl Iterator<Item = f64> + '_ {
+        (0..self.len()).map(|r| self.get(r))
+    }
+
+    /// Bytes the values take.
+    pub fn bytes(&self) -> usize {
+        match &self.0 {
+            Held::Small { codes, .. } => codes.len(),
+            Held::Whole { codes, .. } => 2 * codes.len(),
+            Held::Single(v) => 4 * v.len(),
+            Held::Double(v) => 8 * v.len(),
+        }
+    }
+}
+
+impl From<Vec<f64>> for Numbers {
+    fn from(values: Vec<f64>) -> Numbers {
+        Numbers::new(values)
+    }
+}
+
+/// Each value's offset from `base` as a code (`missing` where NaN), for whole numbers whose
+/// offsets are below `missing`.
+fn codes<T: Copy>(values: &[f64], base: f64, missing: T, code: impl Fn(f64) -> T) -> Vec<T> {
+    values
+        .iter()
+        .map(|v| if v.is_nan() { missing } else { code(v - base) })
+        .collect()
 }
 
 /// A text column with each distinct value stored once: the values in sorted order and, per row,
@@ -244,7 +378,7 @@ impl Snapshot {
                     c.str().map_err(|e| bad(&f.name, e))?.iter(),
                 ))
             } else {
-                RawColumn::Num(number(&f.name)?)
+                RawColumn::Num(Numbers::new(number(&f.name)?))
             });
         }
         let groups = protected_groups(&schema, &columns);
@@ -301,7 +435,7 @@ impl Snapshot {
     /// `categories`.
     pub fn cell(&self, column: usize, row: usize, categories: &[String]) -> Cell {
         match &self.columns[column] {
-            RawColumn::Num(v) => Cell::Num(v[row]),
+            RawColumn::Num(v) => Cell::Num(v.get(row)),
             RawColumn::Text(v) => Cell::Cat(
                 v.get(row)
                     .and_then(|t| categories.iter().position(|c| c == t)),
@@ -371,10 +505,10 @@ fn protected_groups(
             RawColumn::Num(v) => {
                 // A label per distinct number (a handful), then per row.
                 let mut label: HashMap<u64, String> = HashMap::new();
-                for x in v {
+                for x in v.iter() {
                     label
                         .entry(x.to_bits())
-                        .or_insert_with(|| group_label(attribute, *x));
+                        .or_insert_with(|| group_label(attribute, x));
                 }
                 Categories::new(v.iter().map(|x| Some(label[&x.to_bits()].as_str())))
             }
@@ -399,6 +533,39 @@ mod tests {
     }
 
     #[test]
+    fn numbers_give_back_every_value_bit_for_bit_however_they_are_held() {
+        let odd_nan = f64::from_bits(f64::NAN.to_bits() | 1);
+        let columns: [(Vec<f64>, usize); 7] = [
+            // Counts in a narrow range: a byte each, from the least value.
+            (vec![3.0, f64::NAN, 250.0, 3.0, 0.0], 1),
+            (vec![-7.0, 0.0, 240.0, f64::NAN], 1),
+            // A wider range: two bytes.
+            (vec![0.0, 65_534.0, f64::NAN, 12.0], 2),
+            // Too wide, or -0 (an offset would give +0), or fractions exact in f32: four.
+            (vec![0.0, 65_535.0, f64::NAN], 4),
+            (vec![1.0, -0.0, 2.0], 4),
+            (vec![0.5, 0.25, f64::NAN, 1e30f32 as f64], 4),
+            // Fractions that are not f32s, and a NaN written otherwise: eight.
+            (vec![0.1, 2.0, odd_nan, f64::INFINITY], 8),
+        ];
+        for (values, width) in columns {
+            let n = Numbers::new(values.clone());
+            assert_eq!(n.len(), values.len());
+            assert_eq!(n.bytes(), width * values.len(), "{values:?}");
+            for (r, v) in values.iter().enumerate() {
+                assert_eq!(n.get(r).to_bits(), v.to_bits(), "{values:?} row {r}");
+            }
+            let back: Vec<u64> = n.iter().map(f64::to_bits).collect();
+            let given: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(back, given);
+        }
+        let odd_nan_alone = Numbers::new(vec![1.0, odd_nan]);
+        assert_eq!(odd_nan_alone.get(1).to_bits(), odd_nan.to_bits());
+        assert!(Numbers::new(vec![]).is_empty());
+        assert_eq!(Numbers::new(vec![f64::NAN; 3]).bytes(), 3);
+    }
+
+    #[test]
     fn protected_numbers_become_readable_groups() {
         let schema = FeatureSchema::standard();
         let columns: Vec<RawColumn> = schema
@@ -408,8 +575,10 @@ mod tests {
                 (FeatureKind::Categorical, _) => {
                     RawColumn::Text(Categories::new([Some("M"), None, Some("F")]))
                 }
-                (_, Some(ProtectedAttribute::ImdBand)) => RawColumn::Num(vec![2.0, f64::NAN, 0.0]),
-                _ => RawColumn::Num(vec![1.0, 0.0, f64::NAN]),
+                (_, Some(ProtectedAttribute::ImdBand)) => {
+                    RawColumn::Num(vec![2.0, f64::NAN, 0.0].into())
+                }
+                _ => RawColumn::Num(vec![1.0, 0.0, f64::NAN].into()),
             })
             .collect();
         let groups = protected_groups(&schema, &columns);

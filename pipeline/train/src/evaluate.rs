@@ -258,15 +258,20 @@ fn input_columns(
     out
 }
 
+/// The raw encoding (missing values NaN) of snapshot row `r` into `out`.
+fn encode_raw(s: &Snapshot, source: &[usize], encoder: &Encoder, r: usize, out: &mut [f64]) {
+    encoder.encode_raw_into(
+        |c| s.cell(source[c], r, &encoder.columns[c].categories),
+        out,
+    );
+}
+
 /// Raw encoded rows (missing values NaN).
 fn raw_matrix(s: &Snapshot, source: &[usize], encoder: &Encoder, rows: &[usize]) -> Vec<f64> {
     let w = encoder.width();
     let mut x = vec![0.0; rows.len() * w];
     for (k, r) in rows.iter().enumerate() {
-        encoder.encode_raw_into(
-            |c| s.cell(source[c], *r, &encoder.columns[c].categories),
-            &mut x[k * w..(k + 1) * w],
-        );
+        encode_raw(s, source, encoder, *r, &mut x[k * w..(k + 1) * w]);
     }
     x
 }
@@ -369,7 +374,7 @@ pub fn train_families(
             }
         }
     }
-    let (source, encoder, all) = encoded(s, rows, o);
+    let (source, encoder, mut all) = encoded(s, rows, o);
     let n = all.rows();
     let mut fold_of = vec![0usize; n];
     for (k, f) in rows.folds.iter().enumerate() {
@@ -390,8 +395,35 @@ pub fn train_families(
             ));
             // The other folds' rows, read in place.
             let keep: Vec<usize> = (0..n).filter(|i| fold_of[*i] != k).collect();
-            let part = Rows::subset(&all, &keep);
-            let m = fit_rows(*family, part, &o.hyperparameters, o.seed, o.device).map_err(|e| {
+            let m = if *family == ModelFamily::Logistic {
+                // linfa reads one matrix: the kept rows are moved to the front of the design
+                // and read there, rather than copied out beside it (which took most of the
+                // design's size again); then they go back, and the held-out fold's rows,
+                // overwritten, are encoded again from the snapshot (the same values).
+                let y: Vec<bool> = keep.iter().map(|i| all.y[*i]).collect();
+                all.move_to_front(&keep);
+                let m = fit_rows(
+                    *family,
+                    Rows::front(&all, &y),
+                    &o.hyperparameters,
+                    o.seed,
+                    o.device,
+                );
+                all.move_back(&keep, |pos, row| {
+                    encode_raw(s, &source, &encoder, rows.rows[pos], row);
+                    encoder.finish(row);
+                });
+                m
+            } else {
+                fit_rows(
+                    *family,
+                    Rows::subset(&all, &keep),
+                    &o.hyperparameters,
+                    o.seed,
+                    o.device,
+                )
+            };
+            let m = m.map_err(|e| {
                 match e {
                     // Name the fold: the whole training set may hold both outcomes.
                     TrainError::Data(m) => TrainError::Data(format!(

@@ -35,13 +35,48 @@ impl Design {
     pub fn row(&self, i: usize) -> &[f64] {
         &self.x[i * self.width..(i + 1) * self.width]
     }
+
+    /// Moves the values of rows `keep` (ascending) to the front of the matrix, in that order:
+    /// they are then its first `keep.len()` rows, as one matrix, without a copy beside it. The
+    /// rows not kept are overwritten; [`Design::move_back`] puts the kept ones back. Labels are
+    /// not moved.
+    pub(crate) fn move_to_front(&mut self, keep: &[usize]) {
+        let w = self.width;
+        for (to, from) in keep.iter().enumerate() {
+            debug_assert!(*from >= to && keep.get(to + 1).is_none_or(|next| next > from));
+            if *from != to {
+                self.x.copy_within(from * w..(from + 1) * w, to * w);
+            }
+        }
+    }
+
+    /// Undoes [`Design::move_to_front`] for the kept rows: each goes back to its place. The
+    /// other rows are left for the caller to write again (`fill` gives each row's values).
+    pub(crate) fn move_back(&mut self, keep: &[usize], mut fill: impl FnMut(usize, &mut [f64])) {
+        let w = self.width;
+        for (to, from) in keep.iter().enumerate().rev() {
+            if *from != to {
+                self.x.copy_within(to * w..(to + 1) * w, from * w);
+            }
+        }
+        let mut kept = keep.iter().peekable();
+        for (i, row) in self.x.chunks_exact_mut(w.max(1)).enumerate() {
+            if kept.next_if_eq(&&i).is_none() {
+                fill(i, row);
+            }
+        }
+    }
 }
 
 /// The rows a model is fitted on: every row of a design, or some of them (in the order given),
-/// read in place rather than copied out.
+/// or the first rows of a design with their own labels, read in place rather than copied out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rows<'a> {
-    design: &'a Design,
+    /// Row-major values of the rows that `subset` indexes (every row when there is none).
+    x: &'a [f64],
+    /// Label of each row of `x`.
+    y: &'a [bool],
+    width: usize,
     subset: Option<&'a [usize]>,
 }
 
@@ -49,7 +84,9 @@ impl<'a> Rows<'a> {
     /// Every row of `design`.
     pub(crate) fn all(design: &'a Design) -> Rows<'a> {
         Rows {
-            design,
+            x: &design.x,
+            y: &design.y,
+            width: design.width,
             subset: None,
         }
     }
@@ -57,19 +94,30 @@ impl<'a> Rows<'a> {
     /// Rows `subset` of `design`, in that order.
     pub(crate) fn subset(design: &'a Design, subset: &'a [usize]) -> Rows<'a> {
         Rows {
-            design,
             subset: Some(subset),
+            ..Rows::all(design)
+        }
+    }
+
+    /// The first `y.len()` rows of `design`, labelled `y` (rows moved to the front of the
+    /// design, see [`Design::move_to_front`]).
+    pub(crate) fn front(design: &'a Design, y: &'a [bool]) -> Rows<'a> {
+        Rows {
+            x: &design.x[..y.len() * design.width],
+            y,
+            width: design.width,
+            subset: None,
         }
     }
 
     /// Rows.
     pub(crate) fn len(&self) -> usize {
-        self.subset.map_or(self.design.rows(), <[usize]>::len)
+        self.subset.map_or(self.y.len(), <[usize]>::len)
     }
 
     /// Columns.
     pub(crate) fn width(&self) -> usize {
-        self.design.width
+        self.width
     }
 
     fn at(&self, i: usize) -> usize {
@@ -78,12 +126,13 @@ impl<'a> Rows<'a> {
 
     /// Row `i`.
     pub(crate) fn row(&self, i: usize) -> &'a [f64] {
-        self.design.row(self.at(i))
+        let at = self.at(i);
+        &self.x[at * self.width..(at + 1) * self.width]
     }
 
     /// Label of row `i`.
     pub(crate) fn y(&self, i: usize) -> bool {
-        self.design.y[self.at(i)]
+        self.y[self.at(i)]
     }
 
     /// Every label, in row order.
@@ -328,11 +377,12 @@ pub(crate) fn fit_rows(
 fn fit_logistic(d: Rows<'_>, p: &LogisticParams) -> Result<Predictor, TrainError> {
     let shape = (d.len(), d.width());
     let y = Array1::from_vec(d.labels());
-    // linfa reads a view of the whole design in place; a subset is gathered into one matrix.
+    // linfa reads a view of the rows in place (every row of a design, or its first rows); a
+    // subset is gathered into one matrix.
     let fitted = match d.subset {
         None => {
-            let x = ArrayView2::from_shape(shape, &d.design.x)
-                .map_err(|e| TrainError::Data(e.to_string()))?;
+            let x =
+                ArrayView2::from_shape(shape, d.x).map_err(|e| TrainError::Data(e.to_string()))?;
             linfa_logistic(x, y, p)?
         }
         Some(_) => {
@@ -789,6 +839,44 @@ pub(crate) mod tests {
             let b = fit(family, &copied, &h, 9, TrainDevice::Cpu).unwrap();
             assert_eq!(a, b, "{family}");
         }
+    }
+
+    #[test]
+    fn rows_moved_to_the_front_fit_as_the_same_rows_copied_out_and_go_back() {
+        let d = toy(500, 6);
+        let keep: Vec<usize> = (0..d.rows()).filter(|i| i % 4 != 2 && *i != 0).collect();
+        let h = Hyperparameters::default();
+        let copied = fit_rows(
+            ModelFamily::Logistic,
+            Rows::subset(&d, &keep),
+            &h,
+            9,
+            TrainDevice::Cpu,
+        )
+        .unwrap();
+        let mut moved = d.clone();
+        let y: Vec<bool> = keep.iter().map(|i| d.y[*i]).collect();
+        moved.move_to_front(&keep);
+        for (to, from) in keep.iter().enumerate() {
+            assert_eq!(moved.row(to), d.row(*from));
+        }
+        let front = fit_rows(
+            ModelFamily::Logistic,
+            Rows::front(&moved, &y),
+            &h,
+            9,
+            TrainDevice::Cpu,
+        )
+        .unwrap();
+        assert_eq!(front, copied);
+        let mut filled = Vec::new();
+        moved.move_back(&keep, |i, row| {
+            filled.push(i);
+            row.copy_from_slice(d.row(i));
+        });
+        let dropped: Vec<usize> = (0..d.rows()).filter(|i| !keep.contains(i)).collect();
+        assert_eq!(filled, dropped);
+        assert_eq!(moved.x, d.x);
     }
 
     #[test]

@@ -220,7 +220,7 @@ fn the_artifact_scores_a_caller_row_as_batch_scoring_does() {
     let mut sent = FeatureRow::new();
     for (f, c) in s.schema.features.iter().zip(&s.columns) {
         let v = match c {
-            RawColumn::Num(v) => (!v[row].is_nan()).then(|| Value::Number(v[row])),
+            RawColumn::Num(v) => (!v.get(row).is_nan()).then(|| Value::Number(v.get(row))),
             RawColumn::Text(v) => v.get(row).map(|t| Value::Text(t.to_owned())),
         };
         if f.protected.is_none() {

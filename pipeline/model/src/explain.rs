@@ -89,6 +89,13 @@ const EDUCATION: [&str; 5] = [
     "a postgraduate qualification",
 ];
 
+/// Whether [`describe`]'s words for factor `name` read the student's other features (through
+/// its `get`); for every other factor they are a function of the name, value and typical
+/// value alone (a test checks).
+pub fn reads_other_values(name: &str) -> bool {
+    matches!(name, "assessments_missing" | "assessments_submitted")
+}
+
 /// The factor `name` = `value` in words; `typical` is what passing students had at this week
 /// and `get` reads the student's other features.
 pub fn describe(
@@ -224,6 +231,28 @@ pub fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_factors_said_to_read_other_values_depend_on_them() {
+        let schema = lodestar_domain::FeatureSchema::standard();
+        let none = |_: &str| None;
+        let some = |_: &str| Some(7.0);
+        for f in &schema.features {
+            for value in [None, Some(0.0), Some(1.0), Some(2.5), Some(12.0)] {
+                let alone = describe(&f.name, value, 3.0, &none);
+                let with = describe(&f.name, value, 3.0, &some);
+                if !reads_other_values(&f.name) {
+                    assert_eq!(alone, with, "{} = {value:?}", f.name);
+                }
+            }
+        }
+        for name in ["assessments_missing", "assessments_submitted"] {
+            assert_ne!(
+                describe(name, Some(1.0), 0.0, &none),
+                describe(name, Some(1.0), 0.0, &some)
+            );
+        }
+    }
 
     #[test]
     fn factors_read_as_an_advisor_would_say_them() {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use lodestar_model::Factor;
-use lodestar_model::explain::describe;
+use lodestar_model::explain::{describe, reads_other_values};
 use serde_json::{Map, Value};
 
 use crate::StoreError;
@@ -62,12 +62,26 @@ impl Dictionary {
 }
 
 fn number(out: &mut String, v: f64) {
-    if v.is_finite() {
-        // Display writes the shortest text that reads back as the same number, without an
-        // exponent: valid JSON.
-        let _ = write!(out, "{v}");
-    } else {
+    if !v.is_finite() {
         out.push_str("null");
+    } else if v.fract() == 0.0 && v.abs() < 1e15 && (v != 0.0 || v.is_sign_positive()) {
+        // Whole numbers (most values are counts) as integers: what Display writes for them.
+        out.push_str(itoa::Buffer::new().format(v as i64));
+    } else {
+        // The shortest text that reads back as the same number (valid JSON: ryu writes an
+        // exponent for very large or small magnitudes, which JSON allows).
+        out.push_str(ryu::Buffer::new().format_finite(v));
+    }
+}
+
+/// A contribution (an `f32`) as the shortest text that reads back as it.
+fn contribution(out: &mut String, c: f32) {
+    if !c.is_finite() {
+        out.push_str("null");
+    } else if c.fract() == 0.0 && c.abs() < 1e7 && (c != 0.0 || c.is_sign_positive()) {
+        out.push_str(itoa::Buffer::new().format(c as i64));
+    } else {
+        out.push_str(ryu::Buffer::new().format_finite(c));
     }
 }
 
@@ -113,11 +127,13 @@ fn lookup(
 }
 
 /// Writes the stored form of factors `up` and `down`; `get` reads the student's other values
-/// for the sentence check. `None` when a feature has no id.
+/// for the sentence check; `trusted` when each text is what `describe` wrote for its factor's
+/// numbers (a model's factors). `None` when a feature has no id.
 fn write_factors(
     flagged: bool,
     groups: [&[Parts<'_>]; 2],
     get: &dyn Fn(&str) -> Option<f64>,
+    trusted: bool,
     dict: &Dictionary,
 ) -> Option<String> {
     let mut out = String::with_capacity(160);
@@ -129,13 +145,19 @@ fn write_factors(
                 out.push(',');
             }
             let id = dict.ids.get(p.feature)?;
-            let _ = write!(out, "[{id},");
+            out.push('[');
+            out.push_str(itoa::Buffer::new().format(*id));
+            out.push(',');
             number(&mut out, p.value.unwrap_or(f64::NAN));
             out.push(',');
             number(&mut out, p.typical);
             out.push(',');
-            let _ = write!(out, "{}", p.contribution as f32);
-            if describe(p.feature, p.value, p.typical, get) != p.text {
+            contribution(&mut out, p.contribution as f32);
+            // The sentence is rendered again when read; where that would not give the same
+            // words, it is kept. Words the model wrote by `describe` from these numbers alone
+            // need no check.
+            let rendered_alike = trusted && !reads_other_values(p.feature);
+            if !rendered_alike && describe(p.feature, p.value, p.typical, get) != p.text {
                 out.push(',');
                 out.push_str(&Value::String(p.text.to_owned()).to_string());
             }
@@ -172,13 +194,15 @@ pub(crate) fn encode(explanation: &Value, context: &Value, dict: &Dictionary) ->
         flagged,
         [&groups[0], &groups[1]],
         &|n| lookup(ctx, &all, n),
+        false,
         dict,
     )
 }
 
 /// The stored form of a scored prediction's factors and weekly context, straight from the
 /// model's output (no JSON values in between): the same text [`encode`] and
-/// [`encode_context`] write for the same content.
+/// [`encode_context`] write for the same content. Each factor's text must be the one the model
+/// wrote (`describe` of its numbers), as [`lodestar_model::Artifact`]'s factors are.
 pub(crate) fn encode_scored(
     up: &[Factor],
     down: &[Factor],
@@ -210,7 +234,7 @@ pub(crate) fn encode_scored(
                     .and_then(|p| p.value)
             })
     };
-    let explanation = write_factors(flagged, [&u, &d], &get, dict);
+    let explanation = write_factors(flagged, [&u, &d], &get, true, dict);
     let context = write_context(context.iter().map(|(n, v)| (*n, Some(*v))), dict);
     (explanation, context)
 }
@@ -434,19 +458,30 @@ mod tests {
                 "2 of 3 assessments due so far missing",
             ),
         ];
-        let down = vec![f(
-            "trend_vs_own",
-            None,
-            1.0,
-            -0.1,
-            "not what the renderer says",
-        )];
+        let no_trend = describe("trend_vs_own", None, 1.0, &|_| None);
+        let down = vec![f("trend_vs_own", None, 1.0, -0.1, &no_trend)];
         let context = [("assessments_due", 3.0), ("clicks_this_week", 0.5)];
         let (e, c) = encode_scored(&up, &down, false, &context, &d);
         let as_json = json!({"up": up, "down": down, "flagged": false});
         let ctx_json = json!({"assessments_due": 3.0, "clicks_this_week": 0.5});
         assert_eq!(e, encode(&as_json, &ctx_json, &d));
         assert_eq!(c, encode_context(&ctx_json, &d));
+        // Words that read other values are checked against what reading will render: a model
+        // that saw 4 assessments due where the stored week says 3 keeps its sentence.
+        let up = vec![f(
+            "assessments_missing",
+            Some(2.0),
+            0.0,
+            0.2,
+            "2 of 4 assessments due so far missing",
+        )];
+        let (e, _) = encode_scored(&up, &[], false, &context, &d);
+        assert_eq!(
+            e.as_deref(),
+            Some("[3,0,[[2,2,0,0.2,\"2 of 4 assessments due so far missing\"]],[]]")
+        );
+        let as_json = json!({"up": up, "down": [], "flagged": false});
+        assert_eq!(e, encode(&as_json, &ctx_json, &d));
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Store {
     /// Feature names and ids of stored explanations, loaded on first use and when a row names
     /// an id not yet seen.
     features: std::sync::Arc<std::sync::RwLock<explanation::Dictionary>>,
+    /// Per open score batch, what this process staged into it: publishing reads it instead of
+    /// reading the batch's rows back (see `scores::Staged`).
+    staged: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, scores::Staged>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -88,9 +91,27 @@ impl Store {
         let options = AnyConnectOptions::from_str(url)
             .map_err(StoreError::Connect)?
             .disable_statement_logging();
-        let pool = AnyPoolOptions::new()
+        let mut pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            // Write-ahead logging: readers (the dashboard, the API, the lease check) go on
+            // reading the last committed state while a writer commits, and a commit appends to
+            // the log instead of copying pages to a rollback journal and syncing three times.
+            // `synchronous = NORMAL` is SQLite's documented setting for WAL: a crash or kill
+            // never corrupts the database nor loses a commit; only a power cut may lose the
+            // last commits before the next checkpoint. The mode is kept in the file; the
+            // statement is a no-op once it is set (and an in-memory database stays `memory`).
+            pool = pool.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL")
+                        .execute(conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool
             .connect_with(options)
             .await
             .map_err(StoreError::Connect)?;
@@ -98,6 +119,7 @@ impl Store {
             pool,
             backend,
             features: Default::default(),
+            staged: Default::default(),
         };
         // PostgreSQL serializes concurrent migrators with a lock; SQLite does not, so when two
         // processes open a new database together the slower one fails on a table the faster

@@ -87,9 +87,10 @@ pub struct Scored<'a> {
     pub probability: f64,
     /// Tier.
     pub tier: &'a str,
-    /// Factors raising the risk.
+    /// Factors raising the risk, as the model wrote them (their words are `describe`'s for
+    /// their numbers).
     pub up: &'a [lodestar_model::Factor],
-    /// Factors lowering it.
+    /// Factors lowering it, the same.
     pub down: &'a [lodestar_model::Factor],
     /// At or above the operating threshold.
     pub flagged: bool,
@@ -134,6 +135,96 @@ fn apply(
         (cur_id, cur_week, Some(id), Some(week))
     } else {
         (cur_id, cur_week, prev_id, prev_week)
+    }
+}
+
+/// What this process staged into one batch: how many rows, and each student's two latest weeks
+/// with their row ids (the latest id of each week). Publishing applies these to the current
+/// risk instead of reading the whole batch back: [`apply`] keeps a student's latest week and
+/// the one before, each with the last prediction stored for it, so of a batch only each
+/// student's two latest weeks can change it, and applying those two in id order moves it as
+/// applying every row would (a test checks). Used only when it covers every row the batch holds
+/// (a batch taken up from an interrupted run is read back).
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    rows: u64,
+    presentations: Vec<((String, String), std::collections::HashMap<i64, Latest>)>,
+}
+
+/// A student's two latest weeks in a batch: (week, id), the later week first.
+type Latest = [Option<(i64, i64)>; 2];
+
+impl Staged {
+    /// Records one staged row (not counted: see `merge`).
+    fn offer(&mut self, module: &str, presentation: &str, student: i64, week: i64, id: i64) {
+        let at = match self
+            .presentations
+            .iter()
+            .rposition(|((m, p), _)| m == module && p == presentation)
+        {
+            Some(at) => at,
+            None => {
+                self.presentations.push((
+                    (module.to_owned(), presentation.to_owned()),
+                    Default::default(),
+                ));
+                self.presentations.len() - 1
+            }
+        };
+        offer(
+            self.presentations[at].1.entry(student).or_default(),
+            week,
+            id,
+        );
+    }
+
+    /// Adds what `other` staged after this.
+    fn merge(&mut self, other: Staged) {
+        self.rows += other.rows;
+        for ((module, presentation), students) in other.presentations {
+            for (student, latest) in students {
+                for (week, id) in latest.into_iter().flatten() {
+                    self.offer(&module, &presentation, student, week, id);
+                }
+            }
+        }
+    }
+
+    /// The rows to apply per student, in id order.
+    fn by_student(self) -> BTreeMap<(String, String, i64), Vec<(i64, i64)>> {
+        let mut out = BTreeMap::new();
+        for ((module, presentation), students) in self.presentations {
+            for (student, latest) in students {
+                let mut rows: Vec<(i64, i64)> = latest.into_iter().flatten().collect();
+                rows.sort_by_key(|(_, id)| *id);
+                out.insert((module.clone(), presentation.clone(), student), rows);
+            }
+        }
+        out
+    }
+}
+
+/// Keeps `(week, id)` in `latest` if its week is one of the two latest seen (a week seen again
+/// keeps the larger id).
+fn offer(latest: &mut Latest, week: i64, id: i64) {
+    for (w, i) in latest.iter_mut().flatten() {
+        if *w == week {
+            *i = (*i).max(id);
+            return;
+        }
+    }
+    let new = Some((week, id));
+    match latest[0] {
+        None => latest[0] = new,
+        Some((w0, _)) if week > w0 => {
+            latest[1] = latest[0];
+            latest[0] = new;
+        }
+        Some(_) => {
+            if latest[1].is_none_or(|(w1, _)| week > w1) {
+                latest[1] = new;
+            }
+        }
     }
 }
 
@@ -252,6 +343,10 @@ impl Store {
             .bind(id)
             .execute(self.pool())
             .await?;
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         Ok(deleted)
     }
 
@@ -358,17 +453,33 @@ impl Store {
         let staged = rows.len() as i64;
         let mut rows = rows.into_iter().peekable();
         let mut tx = self.pool().begin().await?;
+        // The write first, so SQLite takes its write lock before the ids are read.
+        let progressed =
+            sqlx::query("UPDATE score_batches SET rows_done = rows_done + $1 WHERE id = $2")
+                .bind(staged)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?;
+        if progressed.rows_affected() == 0 {
+            return Err(StoreError::Invalid(format!("no score batch {batch}")));
+        }
         let of_batch =
             sqlx::query("SELECT model, version, run_id FROM score_batches WHERE id = $1")
                 .bind(batch)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::Invalid(format!("no score batch {batch}")))?;
+                .fetch_one(&mut *tx)
+                .await?;
         let (model, version, run_id): (String, i64, Option<i64>) = (
             of_batch.try_get("model")?,
             of_batch.try_get("version")?,
             of_batch.try_get("run_id")?,
         );
+        // The rows' ids are taken here, in staging order, so that publishing knows each
+        // student's latest rows without reading the batch back.
+        let mut ids = self
+            .reserve_prediction_ids(&mut tx, rows.len())
+            .await?
+            .into_iter();
+        let mut here = Staged::default();
         while rows.peek().is_some() {
             // The rows' text is moved into the statement's arguments, not copied.
             let chunk: Vec<StagedRow> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
@@ -381,8 +492,8 @@ impl Store {
             let mut sql = String::with_capacity(512 + chunk.len() * 20);
             let mut q = if shared {
                 sql.push_str(
-                    "INSERT INTO prediction_rows (batch_id, code_module, code_presentation, id_student, \
-                     as_of_week, probability, tier, explanation_json, context_json) SELECT ",
+                    "INSERT INTO prediction_rows (id, batch_id, code_module, code_presentation, id_student, \
+                     as_of_week, probability, tier, explanation_json, context_json) SELECT v.column1, ",
                 );
                 sql.push_str(if self.backend() == crate::Backend::Postgres {
                     "$1"
@@ -390,22 +501,34 @@ impl Store {
                     "?"
                 });
                 sql.push_str(
-                    ", v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
-                     v.column8 FROM (VALUES ",
+                    ", v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
+                     v.column9 FROM (VALUES ",
                 );
-                self.placeholders_from(&mut sql, chunk.len(), 8, 2);
+                self.placeholders_from(&mut sql, chunk.len(), 9, 2);
                 sql.push_str(") AS v");
                 sqlx::query(sqlx::AssertSqlSafe(sql)).bind(batch)
             } else {
                 sql.push_str(
-                    "INSERT INTO prediction_rows (model, version, run_id, scored_at, batch_id, code_module, \
+                    "INSERT INTO prediction_rows (id, model, version, run_id, scored_at, batch_id, code_module, \
                      code_presentation, id_student, as_of_week, probability, tier, explanation_json, context_json) \
                      VALUES ",
                 );
-                self.placeholders_from(&mut sql, chunk.len(), 13, 1);
+                self.placeholders_from(&mut sql, chunk.len(), 14, 1);
                 sqlx::query(sqlx::AssertSqlSafe(sql))
             };
             for p in chunk {
+                let id = ids.next().ok_or_else(|| {
+                    StoreError::Invalid("fewer prediction ids than rows".to_owned())
+                })?;
+                here.rows += 1;
+                here.offer(
+                    &p.code_module,
+                    &p.code_presentation,
+                    p.id_student,
+                    p.as_of_week,
+                    id,
+                );
+                q = q.bind(id);
                 if !shared {
                     q = q
                         .bind(p.model)
@@ -426,20 +549,60 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        sqlx::query("UPDATE score_batches SET rows_done = rows_done + $1 WHERE id = $2")
-            .bind(staged)
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(started.elapsed())
+        let held = started.elapsed();
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(batch)
+            .or_default()
+            .merge(here);
+        Ok(held)
     }
 
-    /// Publishes a staged batch: in one short transaction its rows become visible and each of
-    /// its students' current risk (latest week and the one before) moves, set-wise. Publishing
-    /// a batch twice does nothing the second time.
-    pub async fn publish_score_batch(&self, batch: i64) -> Result<Published, StoreError> {
-        // The batch's rows are immutable once staged: read their keys before taking the lock.
+    /// `n` new ids for prediction rows, ascending, inside `tx`: on SQLite, which `tx` holds
+    /// for writing, the next ones after every id ever given (AUTOINCREMENT never reuses one);
+    /// on PostgreSQL from the table's sequence.
+    async fn reserve_prediction_ids(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        n: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        if self.backend() == crate::Backend::Postgres {
+            let rows = sqlx::query(
+                "SELECT nextval(pg_get_serial_sequence('prediction_rows', 'id')) AS id \
+                 FROM generate_series(1, $1)",
+            )
+            .bind(n as i64)
+            .fetch_all(&mut **tx)
+            .await?;
+            let mut ids = rows
+                .iter()
+                .map(|r| r.try_get::<i64, _>("id"))
+                .collect::<Result<Vec<i64>, _>>()?;
+            ids.sort_unstable();
+            return Ok(ids);
+        }
+        let last: Option<i64> = sqlx::query(
+            "SELECT MAX(m) AS m FROM (SELECT MAX(id) AS m FROM prediction_rows \
+             UNION ALL SELECT seq AS m FROM sqlite_sequence WHERE name = 'prediction_rows')",
+        )
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("m")?;
+        let first = last.unwrap_or(0) + 1;
+        Ok((first..first + n as i64).collect())
+    }
+
+    /// A batch's rows per student, in id order, read back (for a batch this process did not
+    /// stage whole). The rows are immutable once staged.
+    async fn staged_by_student(
+        &self,
+        batch: i64,
+    ) -> Result<(u64, BTreeMap<(String, String, i64), Vec<(i64, i64)>>), StoreError> {
         let staged = sqlx::query(
             "SELECT id, code_module, code_presentation, id_student, as_of_week FROM prediction_rows \
              WHERE batch_id = $1 ORDER BY id",
@@ -458,6 +621,29 @@ impl Store {
                 .or_default()
                 .push((r.try_get("as_of_week")?, r.try_get("id")?));
         }
+        Ok((staged.len() as u64, by_student))
+    }
+
+    /// Publishes a staged batch: in one short transaction its rows become visible and each of
+    /// its students' current risk (latest week and the one before) moves, set-wise. Publishing
+    /// a batch twice does nothing the second time.
+    pub async fn publish_score_batch(&self, batch: i64) -> Result<Published, StoreError> {
+        let tracked = self
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&batch);
+        let done: Option<i64> = sqlx::query("SELECT rows_done FROM score_batches WHERE id = $1")
+            .bind(batch)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| r.try_get("rows_done"))
+            .transpose()?;
+        let (staged_rows, by_student) = match tracked {
+            // This process staged every row the batch holds.
+            Some(t) if done == Some(t.rows as i64) => (t.rows, t.by_student()),
+            _ => self.staged_by_student(batch).await?,
+        };
         let presentations: std::collections::BTreeSet<(String, String)> = by_student
             .keys()
             .map(|(m, p, _)| (m.clone(), p.clone()))
@@ -544,7 +730,7 @@ impl Store {
         }
         tx.commit().await?;
         Ok(Published {
-            rows: staged.len() as u64,
+            rows: staged_rows,
             students: moved.len() as u64,
             transaction: started.elapsed(),
         })
@@ -594,7 +780,46 @@ pub const STAGE_CHUNK: usize = 5_000;
 
 #[cfg(test)]
 mod tests {
-    use super::apply;
+    use super::{Staged, apply};
+
+    #[test]
+    fn a_students_two_latest_weeks_move_the_current_risk_as_all_their_rows_do() {
+        // Every order of a batch's rows, from every kind of current row: applying only each
+        // student's two latest weeks (their last ids) gives what applying every row gives.
+        let mut seed: u64 = 7;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for _ in 0..20_000 {
+            let start = match next(3) {
+                0 => None,
+                1 => Some((1, next(8) as i64, None, None)),
+                _ => {
+                    let w = 1 + next(8) as i64;
+                    Some((2, w, Some(3), Some(next(w as u64) as i64)))
+                }
+            };
+            let rows: Vec<(i64, i64)> = (0..1 + next(8))
+                .map(|k| (next(9) as i64, 100 + k as i64))
+                .collect();
+            let mut all = start;
+            for (week, id) in &rows {
+                all = Some(apply(all, *week, *id));
+            }
+            let mut staged = Staged::default();
+            for (week, id) in &rows {
+                staged.offer("AAA", "2013J", 1, *week, *id);
+            }
+            let mut latest = start;
+            for (week, id) in &staged.by_student()[&("AAA".to_owned(), "2013J".to_owned(), 1)] {
+                latest = Some(apply(latest, *week, *id));
+            }
+            assert_eq!(latest, all, "from {start:?} with {rows:?}");
+        }
+    }
 
     #[test]
     fn current_risk_moves_as_predictions_arrive_in_any_order() {

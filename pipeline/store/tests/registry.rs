@@ -1193,15 +1193,18 @@ async fn staged_scores_are_invisible_until_published_and_resume_after_a_kill(db:
         (false, 0, 1)
     );
     s.stage_predictions(again.id, &tonight[..2]).await.unwrap();
-    let resumed = s.open_score_batch(&key, Some(8)).await.unwrap();
+    // Dies again; a new process takes the batch up: it staged only the last rows itself, so
+    // publishing reads the batch's rows back.
+    let next = Store::connect(&db.url).await.unwrap();
+    let resumed = next.open_score_batch(&key, Some(8)).await.unwrap();
     assert_eq!(
         (resumed.id, resumed.resumed, resumed.rows_done),
         (again.id, true, 2)
     );
-    s.stage_predictions(resumed.id, &tonight[2..])
+    next.stage_predictions(resumed.id, &tonight[2..])
         .await
         .unwrap();
-    let published = s.publish_score_batch(resumed.id).await.unwrap();
+    let published = next.publish_score_batch(resumed.id).await.unwrap();
     assert_eq!((published.rows, published.students), (4, 3));
     assert_eq!(
         s.publish_score_batch(resumed.id).await.unwrap().rows,

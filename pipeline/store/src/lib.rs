@@ -69,6 +69,9 @@ pub struct Store {
     /// Per open score batch, what this process staged into it: publishing reads it instead of
     /// reading the batch's rows back (see `scores::Staged`).
     staged: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i64, scores::Staged>>>,
+    /// PostgreSQL only: a pool of the driver's own connections, for `COPY` (which sqlx's `Any`
+    /// driver cannot speak); connected when first used.
+    copy_pool: Option<sqlx::PgPool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -115,11 +118,25 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(StoreError::Connect)?;
+        let copy_pool = if backend == Backend::Postgres {
+            let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                .map_err(StoreError::Connect)?
+                .disable_statement_logging();
+            Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_lazy_with(options),
+            )
+        } else {
+            None
+        };
         let store = Store {
             pool,
             backend,
             features: Default::default(),
             staged: Default::default(),
+            copy_pool,
         };
         // PostgreSQL serializes concurrent migrators with a lock; SQLite does not, so when two
         // processes open a new database together the slower one fails on a table the faster
@@ -162,6 +179,11 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// PostgreSQL's own pool, for `COPY` (None on SQLite).
+    pub(crate) fn copy_pool(&self) -> Option<&sqlx::PgPool> {
+        self.copy_pool.as_ref()
     }
 
     /// The feature dictionary as it is now.

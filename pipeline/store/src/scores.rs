@@ -22,6 +22,27 @@ use crate::{NewPrediction, Store, StoreError, now};
 /// limits on bound parameters).
 const ROWS_PER_STATEMENT: usize = 400;
 
+/// Appends `s` as a value of `COPY`'s text format (backslash, tab, newline and carriage return
+/// escaped).
+fn copy_text(out: &mut Vec<u8>, s: &str) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    for b in s.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
 /// Rows deleted per transaction when an abandoned batch is cleared.
 const DELETE_CHUNK: i64 = 20_000;
 
@@ -448,6 +469,9 @@ impl Store {
         batch: i64,
         rows: Vec<StagedRow>,
     ) -> Result<Duration, StoreError> {
+        if let Some(pg) = self.copy_pool() {
+            return self.stage_rows_by_copy(pg, batch, rows).await;
+        }
         let at = now();
         let started = Instant::now();
         let staged = rows.len() as i64;
@@ -549,6 +573,126 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
+        tx.commit().await?;
+        let held = started.elapsed();
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(batch)
+            .or_default()
+            .merge(here);
+        Ok(held)
+    }
+
+    /// [`Store::stage_rows`] on PostgreSQL: the same transaction (the batch's progress, ids from
+    /// the table's sequence in staging order), the rows sent by `COPY` in its text format rather
+    /// than as bound parameters of multi-row inserts, which the server parses and plans again
+    /// for every statement.
+    async fn stage_rows_by_copy(
+        &self,
+        pg: &sqlx::PgPool,
+        batch: i64,
+        rows: Vec<StagedRow>,
+    ) -> Result<Duration, StoreError> {
+        let at = now();
+        let started = Instant::now();
+        let staged = rows.len() as i64;
+        let mut tx = pg.begin().await?;
+        let progressed =
+            sqlx::query("UPDATE score_batches SET rows_done = rows_done + $1 WHERE id = $2")
+                .bind(staged)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?;
+        if progressed.rows_affected() == 0 {
+            return Err(StoreError::Invalid(format!("no score batch {batch}")));
+        }
+        let (model, version, run_id): (String, i64, Option<i64>) =
+            sqlx::query_as("SELECT model, version, run_id FROM score_batches WHERE id = $1")
+                .bind(batch)
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT nextval(pg_get_serial_sequence('prediction_rows', 'id')) \
+             FROM generate_series(1, $1)",
+        )
+        .bind(staged)
+        .fetch_all(&mut *tx)
+        .await?;
+        ids.sort_unstable();
+        if ids.len() != rows.len() {
+            return Err(StoreError::Invalid(
+                "fewer prediction ids than rows".to_owned(),
+            ));
+        }
+        let mut here = Staged::default();
+        let mut data: Vec<u8> = Vec::with_capacity(rows.len() * 420);
+        let mut ints = itoa::Buffer::new();
+        let mut floats = ryu::Buffer::new();
+        for (p, id) in rows.iter().zip(&ids) {
+            here.rows += 1;
+            here.offer(
+                &p.code_module,
+                &p.code_presentation,
+                p.id_student,
+                p.as_of_week,
+                *id,
+            );
+            data.extend_from_slice(ints.format(*id).as_bytes());
+            // Rows of the batch's own model, version and run leave them (and the time) to the
+            // batch, as the inserts do.
+            if p.model == model && p.version == version && p.run_id == run_id {
+                data.extend_from_slice(b"\t\\N\t\\N\t\\N\t\\N\t");
+            } else {
+                data.push(b'\t');
+                copy_text(&mut data, &p.model);
+                data.push(b'\t');
+                data.extend_from_slice(ints.format(p.version).as_bytes());
+                data.push(b'\t');
+                match p.run_id {
+                    Some(r) => data.extend_from_slice(ints.format(r).as_bytes()),
+                    None => data.extend_from_slice(b"\\N"),
+                }
+                data.push(b'\t');
+                copy_text(&mut data, &at);
+                data.push(b'\t');
+            }
+            data.extend_from_slice(ints.format(batch).as_bytes());
+            data.push(b'\t');
+            copy_text(&mut data, &p.code_module);
+            data.push(b'\t');
+            copy_text(&mut data, &p.code_presentation);
+            data.push(b'\t');
+            data.extend_from_slice(ints.format(p.id_student).as_bytes());
+            data.push(b'\t');
+            data.extend_from_slice(ints.format(p.as_of_week).as_bytes());
+            data.push(b'\t');
+            if p.probability.is_finite() {
+                data.extend_from_slice(floats.format_finite(p.probability).as_bytes());
+            } else {
+                data.extend_from_slice(b"NaN");
+            }
+            data.push(b'\t');
+            copy_text(&mut data, &p.tier);
+            data.push(b'\t');
+            copy_text(&mut data, &p.explanation);
+            data.push(b'\t');
+            match &p.context {
+                Some(c) => copy_text(&mut data, c),
+                None => data.extend_from_slice(b"\\N"),
+            }
+            data.push(b'\n');
+        }
+        drop(rows);
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY prediction_rows (id, model, version, run_id, scored_at, batch_id, code_module, \
+                 code_presentation, id_student, as_of_week, probability, tier, explanation_json, \
+                 context_json) FROM STDIN",
+            )
+            .await?;
+        copy.send(data).await?;
+        copy.finish().await?;
         tx.commit().await?;
         let held = started.elapsed();
         self.staged
@@ -780,7 +924,7 @@ pub const STAGE_CHUNK: usize = 5_000;
 
 #[cfg(test)]
 mod tests {
-    use super::{Staged, apply};
+    use super::{Staged, apply, copy_text};
 
     #[test]
     fn a_students_two_latest_weeks_move_the_current_risk_as_all_their_rows_do() {
@@ -819,6 +963,19 @@ mod tests {
             }
             assert_eq!(latest, all, "from {start:?} with {rows:?}");
         }
+    }
+
+    #[test]
+    fn copy_text_escapes_what_copys_text_format_reads_as_separators() {
+        let mut out = Vec::new();
+        copy_text(&mut out, r#"[3,1,[[2,1,0,0.2,"say \"hi\"\tthen\nbye"]]]"#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"[3,1,[[2,1,0,0.2,"say \\"hi\\"\\tthen\\nbye"]]]"#
+        );
+        let mut out = Vec::new();
+        copy_text(&mut out, "a\tb\nc\rd");
+        assert_eq!(out, b"a\\tb\\nc\\rd");
     }
 
     #[test]

@@ -140,6 +140,7 @@ both_backends!(
     the_caseload_reads_running_terms_at_their_current_week,
     the_gate_on_tonights_rows_compares_the_same_champion,
     staged_scores_are_invisible_until_published_and_resume_after_a_kill,
+    stored_text_with_separators_reads_back_as_written,
     a_first_version_is_refused_on_a_credible_gap_and_promoted_despite_a_noisy_one,
 );
 
@@ -1132,6 +1133,31 @@ fn explained(student: i64, week: i64, p: f64) -> lodestar_store::NewPrediction {
     n.context = serde_json::json!({"assessments_due": 3.0, "days_since_last_activity": idle,
                                    "clicks_this_week": 4.5});
     n
+}
+
+/// Text PostgreSQL's `COPY` and SQLite's inserts must carry as it is: tabs, newlines, carriage
+/// returns, backslashes and quotes, in the explanation, the context and the run's model name.
+async fn stored_text_with_separators_reads_back_as_written(db: TestDb) {
+    let s = &db.store;
+    let odd = "tab\there, line\nthere, cr\r, back\\slash \\N, \"quoted\"";
+    let mut plain = prediction(21, 3, 0.8);
+    plain.explanation = serde_json::json!({"up": [odd], "down": []});
+    plain.context = serde_json::json!({"note": odd});
+    let mut other_run = prediction(22, 3, 0.2);
+    other_run.model = format!("at-risk\t{odd}");
+    other_run.run_id = Some(5);
+    let mut same_batch = prediction(23, 3, 0.4);
+    same_batch.run_id = Some(6);
+    s.insert_predictions(&[plain.clone(), other_run.clone(), same_batch])
+        .await
+        .unwrap();
+    let back = s.prediction_history("BBB", "2013J", 21).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].prediction.explanation, plain.explanation);
+    assert_eq!(back[0].prediction.context, plain.context);
+    let back = s.prediction_history("BBB", "2013J", 22).await.unwrap();
+    assert_eq!(back[0].prediction.model, other_run.model);
+    assert_eq!(back[0].prediction.run_id, Some(5));
 }
 
 async fn staged_scores_are_invisible_until_published_and_resume_after_a_kill(db: TestDb) {

@@ -911,10 +911,21 @@ impl Store {
             None
         };
         let batch = self.new_batch(&key, run_id).await?;
-        for chunk in rows.chunks(STAGE_CHUNK) {
-            self.stage_predictions(batch, chunk).await?;
+        let stored = async {
+            for chunk in rows.chunks(STAGE_CHUNK) {
+                self.stage_predictions(batch, chunk).await?;
+            }
+            self.publish_score_batch(batch).await
         }
-        self.publish_score_batch(batch).await?;
+        .await;
+        if stored.is_err() {
+            // No run takes this batch up (a nightly discards it): forget what it staged here.
+            self.staged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&batch);
+        }
+        stored?;
         Ok(rows.len() as u64)
     }
 }

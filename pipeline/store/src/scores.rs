@@ -18,8 +18,8 @@ use sqlx::Row;
 use crate::explanation::{encode, encode_context, encode_scored};
 use crate::{NewPrediction, Store, StoreError, now};
 
-/// Predictions per multi-row `INSERT` (13 parameters each: under SQLite's and PostgreSQL's
-/// limits on bound parameters).
+/// Predictions per multi-row `INSERT` on SQLite (14 parameters each at most: under its limit on
+/// bound parameters).
 const ROWS_PER_STATEMENT: usize = 400;
 
 /// Appends `s` as a value of `COPY`'s text format (backslash, tab, newline and carriage return
@@ -254,11 +254,6 @@ impl Store {
     /// anonymous `?` (its driver resolves each numbered parameter by a linear search of the
     /// statement's names: quadratic in a statement of thousands), PostgreSQL `$1, $2, ...`.
     fn placeholders(&self, sql: &mut String, rows: usize, columns: usize) {
-        self.placeholders_from(sql, rows, columns, 1);
-    }
-
-    /// [`Store::placeholders`] numbered from `first` (PostgreSQL).
-    fn placeholders_from(&self, sql: &mut String, rows: usize, columns: usize, first: usize) {
         let numbered = self.backend() == crate::Backend::Postgres;
         for i in 0..rows {
             sql.push_str(if i > 0 { ",(" } else { "(" });
@@ -268,7 +263,7 @@ impl Store {
                 }
                 if numbered {
                     sql.push('$');
-                    sql.push_str(itoa::Buffer::new().format(first + i * columns + c));
+                    sql.push_str(itoa::Buffer::new().format(1 + i * columns + c));
                 } else {
                     sql.push('?');
                 }
@@ -364,10 +359,7 @@ impl Store {
             .bind(id)
             .execute(self.pool())
             .await?;
-        self.staged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.staged_batches().remove(&id);
         Ok(deleted)
     }
 
@@ -469,9 +461,19 @@ impl Store {
         batch: i64,
         rows: Vec<StagedRow>,
     ) -> Result<Duration, StoreError> {
-        if let Some(pg) = self.copy_pool() {
-            return self.stage_rows_by_copy(pg, batch, rows).await;
+        match self.copy_pool() {
+            Some(pg) => self.stage_rows_by_copy(pg, batch, rows).await,
+            None => self.stage_rows_by_insert(batch, rows).await,
         }
+    }
+
+    /// [`Store::stage_rows`] on SQLite: multi-row inserts in one transaction that takes the
+    /// write lock first, the rows' ids given in staging order.
+    async fn stage_rows_by_insert(
+        &self,
+        batch: i64,
+        rows: Vec<StagedRow>,
+    ) -> Result<Duration, StoreError> {
         let at = now();
         let started = Instant::now();
         let staged = rows.len() as i64;
@@ -499,10 +501,7 @@ impl Store {
         );
         // The rows' ids are taken here, in staging order, so that publishing knows each
         // student's latest rows without reading the batch back.
-        let mut ids = self
-            .reserve_prediction_ids(&mut tx, rows.len())
-            .await?
-            .into_iter();
+        let mut next_id = self.next_prediction_id(&mut tx).await?;
         let mut here = Staged::default();
         while rows.peek().is_some() {
             // The rows' text is moved into the statement's arguments, not copied.
@@ -519,16 +518,11 @@ impl Store {
                     "INSERT INTO prediction_rows (id, batch_id, code_module, code_presentation, id_student, \
                      as_of_week, probability, tier, explanation_json, context_json) SELECT v.column1, ",
                 );
-                sql.push_str(if self.backend() == crate::Backend::Postgres {
-                    "$1"
-                } else {
-                    "?"
-                });
                 sql.push_str(
-                    ", v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
+                    "?, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
                      v.column9 FROM (VALUES ",
                 );
-                self.placeholders_from(&mut sql, chunk.len(), 9, 2);
+                self.placeholders(&mut sql, chunk.len(), 9);
                 sql.push_str(") AS v");
                 sqlx::query(sqlx::AssertSqlSafe(sql)).bind(batch)
             } else {
@@ -537,13 +531,12 @@ impl Store {
                      code_presentation, id_student, as_of_week, probability, tier, explanation_json, context_json) \
                      VALUES ",
                 );
-                self.placeholders_from(&mut sql, chunk.len(), 14, 1);
+                self.placeholders(&mut sql, chunk.len(), 14);
                 sqlx::query(sqlx::AssertSqlSafe(sql))
             };
             for p in chunk {
-                let id = ids.next().ok_or_else(|| {
-                    StoreError::Invalid("fewer prediction ids than rows".to_owned())
-                })?;
+                let id = next_id;
+                next_id += 1;
                 here.rows += 1;
                 here.offer(
                     &p.code_module,
@@ -575,12 +568,7 @@ impl Store {
         }
         tx.commit().await?;
         let held = started.elapsed();
-        self.staged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(batch)
-            .or_default()
-            .merge(here);
+        self.remember_staged(batch, here);
         Ok(held)
     }
 
@@ -695,41 +683,17 @@ impl Store {
         copy.finish().await?;
         tx.commit().await?;
         let held = started.elapsed();
-        self.staged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(batch)
-            .or_default()
-            .merge(here);
+        self.remember_staged(batch, here);
         Ok(held)
     }
 
-    /// `n` new ids for prediction rows, ascending, inside `tx`: on SQLite, which `tx` holds
-    /// for writing, the next ones after every id ever given (AUTOINCREMENT never reuses one);
-    /// on PostgreSQL from the table's sequence.
-    async fn reserve_prediction_ids(
+    /// The first id for new prediction rows inside `tx`, which holds SQLite for writing: the
+    /// next after every id ever given (AUTOINCREMENT never reuses one), so the rows staged in
+    /// `tx` take it and those after it.
+    async fn next_prediction_id(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        n: usize,
-    ) -> Result<Vec<i64>, StoreError> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        if self.backend() == crate::Backend::Postgres {
-            let rows = sqlx::query(
-                "SELECT nextval(pg_get_serial_sequence('prediction_rows', 'id')) AS id \
-                 FROM generate_series(1, $1)",
-            )
-            .bind(n as i64)
-            .fetch_all(&mut **tx)
-            .await?;
-            let mut ids = rows
-                .iter()
-                .map(|r| r.try_get::<i64, _>("id"))
-                .collect::<Result<Vec<i64>, _>>()?;
-            ids.sort_unstable();
-            return Ok(ids);
-        }
+    ) -> Result<i64, StoreError> {
         let last: Option<i64> = sqlx::query(
             "SELECT MAX(m) AS m FROM (SELECT MAX(id) AS m FROM prediction_rows \
              UNION ALL SELECT seq AS m FROM sqlite_sequence WHERE name = 'prediction_rows')",
@@ -737,8 +701,17 @@ impl Store {
         .fetch_one(&mut **tx)
         .await?
         .try_get("m")?;
-        let first = last.unwrap_or(0) + 1;
-        Ok((first..first + n as i64).collect())
+        Ok(last.unwrap_or(0) + 1)
+    }
+
+    /// What this process staged into each open batch.
+    fn staged_batches(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i64, Staged>> {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds what a committed staging transaction put into `batch`.
+    fn remember_staged(&self, batch: i64, here: Staged) {
+        self.staged_batches().entry(batch).or_default().merge(here);
     }
 
     /// A batch's rows per student, in id order, read back (for a batch this process did not
@@ -772,11 +745,7 @@ impl Store {
     /// its students' current risk (latest week and the one before) moves, set-wise. Publishing
     /// a batch twice does nothing the second time.
     pub async fn publish_score_batch(&self, batch: i64) -> Result<Published, StoreError> {
-        let tracked = self
-            .staged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&batch);
+        let tracked = self.staged_batches().remove(&batch);
         let done: Option<i64> = sqlx::query("SELECT rows_done FROM score_batches WHERE id = $1")
             .bind(batch)
             .fetch_optional(self.pool())
@@ -920,10 +889,7 @@ impl Store {
         .await;
         if stored.is_err() {
             // No run takes this batch up (a nightly discards it): forget what it staged here.
-            self.staged
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&batch);
+            self.staged_batches().remove(&batch);
         }
         stored?;
         Ok(rows.len() as u64)

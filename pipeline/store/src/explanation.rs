@@ -15,7 +15,7 @@
 //! down; FLAGGED 1 or 0). Explanations stored as `{"v":2,"f":FLAGGED,"u":[...],"d":[...]}` (the
 //! same factors, more bytes) read the same.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
 
 use lodestar_model::Factor;
@@ -27,8 +27,9 @@ use crate::StoreError;
 /// Feature names and their ids.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Dictionary {
-    pub(crate) ids: HashMap<String, i64>,
-    pub(crate) names: HashMap<i64, String>,
+    // Looked up for every factor of every staged row: a fast hash (the keys are our own).
+    pub(crate) ids: FxHashMap<String, i64>,
+    pub(crate) names: FxHashMap<i64, String>,
 }
 
 impl Dictionary {

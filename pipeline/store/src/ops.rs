@@ -582,8 +582,15 @@ impl Store {
     ) -> Result<CohortPage, StoreError> {
         let week = match week {
             Some(w) => Some(w),
+            // Asked of each published batch (and of the rows stored before batches): the
+            // index leads with the batch, so each is one probe at the end of its part.
             None => sqlx::query(
-                "SELECT MAX(as_of_week) AS w FROM predictions WHERE code_module = $1 AND code_presentation = $2",
+                "SELECT MAX(w) AS w FROM (\
+                 SELECT (SELECT MAX(p.as_of_week) FROM prediction_rows p WHERE p.batch_id = b.id \
+                 AND p.code_module = $1 AND p.code_presentation = $2) AS w \
+                 FROM score_batches b WHERE b.published_at IS NOT NULL \
+                 UNION ALL SELECT MAX(p.as_of_week) AS w FROM prediction_rows p \
+                 WHERE p.batch_id IS NULL AND p.code_module = $1 AND p.code_presentation = $2) t",
             )
             .bind(code_module)
             .bind(code_presentation)

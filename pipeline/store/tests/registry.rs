@@ -36,6 +36,11 @@ impl TestDb {
         row.try_get("explanation_json").unwrap()
     }
 
+    async fn raw_execute(&self, sql: &'static str) {
+        let pool = sqlx::AnyPool::connect(&self.url).await.unwrap();
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+
     async fn raw_count(&self, sql: &'static str) -> i64 {
         use sqlx::Row;
         let pool = sqlx::AnyPool::connect(&self.url).await.unwrap();
@@ -1198,6 +1203,16 @@ async fn staged_scores_are_invisible_until_published_and_resume_after_a_kill(db:
             .await
             .unwrap()
     );
+    // The cohort's latest week is found through the published batches only.
+    let cohort = s.cohort("BBB", "2013J", None, None, 50, 0).await.unwrap();
+    assert_eq!((cohort.week, cohort.total), (Some(4), 2));
+    assert_eq!(
+        s.cohort("BBB", "2013J", Some(5), None, 50, 0)
+            .await
+            .unwrap()
+            .total,
+        0
+    );
     // The process dies here. The next run scoring the same rows takes the batch up after the
     // rows already staged; a batch of other rows would be discarded.
     let other = s
@@ -1284,6 +1299,19 @@ async fn staged_scores_are_invisible_until_published_and_resume_after_a_kill(db:
             .await
             .unwrap()
     );
+    let cohort = s.cohort("BBB", "2013J", None, None, 50, 0).await.unwrap();
+    assert_eq!((cohort.week, cohort.total), (Some(6), 2));
+    let riskiest: Vec<i64> = cohort
+        .rows
+        .iter()
+        .map(|p| p.prediction.id_student)
+        .collect();
+    assert_eq!(riskiest, vec![11, 13]);
+    let week5 = s
+        .cohort("BBB", "2013J", Some(5), Some("high"), 50, 0)
+        .await
+        .unwrap();
+    assert_eq!((week5.total, week5.rows[0].prediction.id_student), (1, 11));
     // What the whole batch shares is stored once, with the batch, and read with each row: the
     // model, the version, the run that finished the batch (tonight's rows name none of their
     // own) and the time it was published.
@@ -1335,6 +1363,20 @@ async fn staged_scores_are_invisible_until_published_and_resume_after_a_kill(db:
     at_week_6.sort_unstable();
     assert_eq!(at_week_6, [11, 13]);
     assert!(running.iter().all(|e| e.top_reason.is_some()));
+    // A row stored before batches (an upgraded database) is found the same way.
+    db.raw_execute(
+        "INSERT INTO prediction_rows (model, version, code_module, code_presentation, id_student, \
+         as_of_week, probability, tier, explanation_json, scored_at) VALUES ('at-risk', 1, 'BBB', \
+         '2013J', 15, 9, 0.5, 'low', '{\"up\": [], \"down\": []}', '2024-01-01T00:00:00Z')",
+    )
+    .await;
+    let cohort = s.cohort("BBB", "2013J", None, None, 50, 0).await.unwrap();
+    assert_eq!((cohort.week, cohort.total), (Some(9), 1));
+    assert!(
+        s.has_predictions("at-risk", 1, "BBB", "2013J", 9)
+            .await
+            .unwrap()
+    );
 }
 
 /// A report whose week-10 gender TPR gap (adjusted for course mix) is `gap` with the interval

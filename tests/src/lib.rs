@@ -51,7 +51,17 @@ fn host_triple() -> &'static str {
 
 /// Every `.rs` file of the workspace's own code (not `target/`, not hidden folders).
 pub fn rust_sources() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    sources_ending(".rs")
+}
+
+/// Every Markdown file of the workspace (not `target/`, not hidden folders, not `node_modules`).
+pub fn markdown_files() -> Vec<PathBuf> {
+    sources_ending(".md")
+}
+
+/// The workspace's own files whose names end in `suffix`, sorted.
+fn sources_ending(suffix: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -63,14 +73,14 @@ pub fn rust_sources() -> Vec<PathBuf> {
                 continue;
             }
             if path.is_dir() {
-                walk(&path, out);
-            } else if name.ends_with(".rs") {
+                walk(&path, suffix, out);
+            } else if name.ends_with(suffix) {
                 out.push(path);
             }
         }
     }
     let mut out = Vec::new();
-    walk(&workspace_root(), &mut out);
+    walk(&workspace_root(), suffix, &mut out);
     out.sort();
     out
 }

@@ -1,10 +1,10 @@
-//! The architecture invariants of DESIGN.md and the README's code map, checked on the resolved
+//! The architecture invariants of DESIGN.md and ARCHITECTURE.md's crate map, checked on the resolved
 //! dependency graph from `cargo metadata`, and the file conventions every crate follows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use lodestar_tests::{cargo_metadata, rust_sources, workspace_root};
+use lodestar_tests::{cargo_metadata, markdown_files, rust_sources, workspace_root};
 use serde_json::Value;
 
 struct Graph {
@@ -257,4 +257,127 @@ fn every_rust_file_opens_with_a_doc_line() {
         missing.is_empty(),
         "these files must start with a `//!` line saying what they are for: {missing:?}"
     );
+}
+
+/// The link targets of a Markdown text, outside code blocks and code spans.
+fn markdown_links(text: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        // Code spans hold code, not links.
+        let prose: String = line
+            .split('`')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(_, part)| part)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut rest = prose.as_str();
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at + 2..];
+            let end = after.find(')').unwrap_or(after.len());
+            links.push(after[..end].trim().to_owned());
+            rest = &after[end..];
+        }
+    }
+    links
+}
+
+/// The anchors GitHub gives a Markdown text's headings: lower case, punctuation dropped, spaces
+/// as hyphens.
+fn heading_anchors(text: &str) -> BTreeSet<String> {
+    let mut fenced = false;
+    let mut anchors = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || !line.starts_with('#') {
+            continue;
+        }
+        let title = line.trim_start_matches('#');
+        if !title.starts_with(' ') {
+            continue;
+        }
+        let anchor: String = title
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect();
+        anchors.insert(anchor);
+    }
+    anchors
+}
+
+#[test]
+fn markdown_links_stay_in_the_repository_and_resolve() {
+    let root = workspace_root().canonicalize().unwrap();
+    let files = markdown_files();
+    assert!(
+        files.iter().any(|p| p.ends_with("README.md")),
+        "found no README.md among {} Markdown files",
+        files.len()
+    );
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let shown = file
+            .strip_prefix(workspace_root())
+            .unwrap()
+            .display()
+            .to_string();
+        for link in markdown_links(&text) {
+            checked += 1;
+            if link.contains("://") || link.starts_with("//") || link.starts_with("mailto:") {
+                wrong.push(format!("{shown}: {link} leaves the repository"));
+                continue;
+            }
+            let (path, anchor) = link.split_once('#').unwrap_or((&link, ""));
+            let target = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            let Ok(target) = target.canonicalize() else {
+                wrong.push(format!("{shown}: {link} names no file"));
+                continue;
+            };
+            if !target.starts_with(&root) {
+                wrong.push(format!("{shown}: {link} leaves the repository"));
+                continue;
+            }
+            if !anchor.is_empty() && target.extension().is_some_and(|e| e == "md") {
+                let headings = heading_anchors(&std::fs::read_to_string(&target).unwrap());
+                if !headings.contains(anchor) {
+                    wrong.push(format!("{shown}: {link} names no heading of its file"));
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "found only {checked} links");
+    assert!(
+        wrong.is_empty(),
+        "Markdown links that do not resolve in the repository: {wrong:#?}"
+    );
+}
+
+#[test]
+fn the_link_reader_finds_links_and_anchors_as_github_does() {
+    let text = "See [a](docs/a.md#x-y) and `[not](code)`.\n```\n[no](fence)\n```\n## API speed (2-core, ok)\n";
+    assert_eq!(markdown_links(text), vec!["docs/a.md#x-y".to_owned()]);
+    assert!(heading_anchors(text).contains("api-speed-2-core-ok"));
 }

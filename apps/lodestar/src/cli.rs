@@ -350,7 +350,7 @@ pub(crate) struct BenchIngestArgs {
 #[derive(Debug, Args)]
 pub(crate) struct IngestArgs {
     /// oulad: the export folder (the seven OULAD tables as .csv or .csv.gz); moodle or xapi: the
-    /// source configuration file (TOML; see README, Ingest from Moodle and xAPI).
+    /// source configuration file (TOML; see docs/ingest.md, Ingest from Moodle and xAPI).
     #[arg(long, value_name = "PATH")]
     pub(crate) export: PathBuf,
     /// What the export is: oulad (canonical CSVs), moodle (log + gradebook exports) or xapi

@@ -48,7 +48,7 @@ pub(crate) fn run(config: &Config, args: &IngestArgs) -> anyhow::Result<()> {
             spinner.set_message(format!("converting {}", args.export.display()));
             if args.export.is_dir() {
                 anyhow::bail!(
-                    "--format {}: --export names the source configuration (a .toml file), not a folder; see README, Ingest from Moodle and xAPI",
+                    "--format {}: --export names the source configuration (a .toml file), not a folder; see docs/ingest.md, Ingest from Moodle and xAPI",
                     args.format
                 );
             }

@@ -113,7 +113,7 @@ pub struct TrainingRows {
 }
 
 /// The ensemble's members. Boosted trees are left out: on 2013B → 2013J they scored below
-/// every other family and lowered the ensemble's AUC (see README, "Models").
+/// every other family and lowered the ensemble's AUC (see docs/models.md).
 pub const ENSEMBLE_MEMBERS: [ModelFamily; 3] =
     [ModelFamily::Logistic, ModelFamily::Forest, ModelFamily::Mlp];
 

@@ -154,7 +154,7 @@ pub struct LogisticParams {
 }
 
 /// Random forest settings (Lodestar's own histogram CART: linfa-trees 0.8 does not give the same
-/// tree twice for the same data, see README, "Models").
+/// tree twice for the same data, see docs/models.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForestParams {
     /// Trees.
@@ -179,7 +179,7 @@ pub struct BoostedParams {
     /// Most boosting rounds.
     pub iteration_limit: usize,
     /// Fit on at most this many rows, drawn without replacement by the seed (perpetual's cost
-    /// grows with rows: about 0.1 s per 1,000 rows on 2 cores, see README).
+    /// grows with rows: about 0.1 s per 1,000 rows on 2 cores, see docs/benchmarks.md).
     pub max_rows: usize,
 }
 

@@ -3,29 +3,42 @@
 //! artifacts, each presentation's term (running or finished, as of which day), over SQLite
 //! (default) or PostgreSQL through one API (runtime-checked sqlx queries, migrations per
 //! backend under `migrations/`).
+//!
+//! Besides the registry (`registry`, `artifacts`, `card`) and the terms (`terms`), one module
+//! per resource the other capabilities share: pipeline runs and steps (`runs`), the pipeline
+//! lease (`lease`), reading predictions (`predictions`), storing tonight's scores (`scores`),
+//! `feedback`, `users` and sign-in, `caseloads` and the caseload view, outreach `notes`, the
+//! `audit` trail and API `tokens`.
 
 mod artifacts;
+mod audit;
 mod card;
-mod dashboard;
+mod caseloads;
 mod error;
 mod explanation;
+mod feedback;
 mod lease;
-mod ops;
+mod notes;
+mod predictions;
 mod registry;
+mod runs;
 mod scores;
 mod terms;
+mod tokens;
+mod users;
 
 pub use artifacts::{ArtifactRef, ArtifactStore};
 pub use card::model_card;
-pub use dashboard::{CaseloadEntry, Note, OutreachSummary, Session, SignInState, StudentKey};
+pub use caseloads::CaseloadEntry;
 pub use error::StoreError;
 pub use lease::{Lease, LeaseHolder, LeaseRecord};
-pub use ops::{
-    ApiToken, CohortPage, NewPrediction, NewRun, PipelineRun, Prediction, StepRun, TokenInfo, User,
-    latest_of_each_week,
-};
+pub use notes::{Note, OutreachSummary, StudentKey};
+pub use predictions::{CohortPage, NewPrediction, Prediction, latest_of_each_week};
 pub use registry::{AliasMove, CHAMPION, GateEvidence, ModelVersion, NewVersion, Promotion};
+pub use runs::{NewRun, PipelineRun, StepRun};
 pub use scores::{BatchKey, Published, STAGE_CHUNK, ScoreBatch, Scored, StagedRow};
+pub use tokens::{ApiToken, TokenInfo};
+pub use users::{Session, SignInState, User};
 
 use std::str::FromStr;
 use std::sync::Once;
@@ -246,10 +259,10 @@ impl Store {
     pub(crate) async fn predictions_from(
         &self,
         rows: &[sqlx::any::AnyRow],
-    ) -> Result<Vec<ops::Prediction>, StoreError> {
+    ) -> Result<Vec<predictions::Prediction>, StoreError> {
         self.with_features(|d| {
             rows.iter()
-                .map(|r| ops::prediction_from(r, d))
+                .map(|r| predictions::prediction_from(r, d))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
@@ -259,4 +272,18 @@ impl Store {
 /// Now, as stored: RFC 3339 UTC with milliseconds (sorts as text on both backends).
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A JSON column's value (`None` when null); stored text that is not JSON is an error.
+pub(crate) fn json_column(
+    r: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    use sqlx::Row;
+    let text: Option<String> = r.try_get(column)?;
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| StoreError::Invalid(format!("stored {column} is not JSON: {e}")))
+    })
+    .transpose()
 }

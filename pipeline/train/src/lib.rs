@@ -11,11 +11,19 @@
 //! - [`batch`]: scoring tonight's students with explanations; feature drift (PSI).
 
 pub mod batch;
+mod boosted;
 pub mod data;
+mod design;
 pub mod evaluate;
+mod fairness;
 pub mod fit;
+mod forest;
+mod logistic;
 pub mod metrics;
 mod mlp;
+mod options;
+mod protocol;
+mod training;
 
 use std::path::PathBuf;
 

@@ -13,9 +13,45 @@ use lodestar_model::predictor::Dense;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::fit::{MlpParams, Rows, TrainDevice};
+use crate::design::Rows;
+
+/// Multilayer perceptron settings (burn).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlpParams {
+    /// Hidden layer widths.
+    pub hidden: Vec<usize>,
+    /// Passes over the training rows.
+    pub epochs: usize,
+    /// Rows per gradient step.
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+}
+
+/// Where the MLP trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainDevice {
+    /// burn's pure-Rust CPU backend (flex).
+    #[default]
+    Cpu,
+    /// burn's wgpu backend (Vulkan, Metal, DX12); needs the `wgpu` cargo feature.
+    Wgpu,
+}
+
+impl std::str::FromStr for TrainDevice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(TrainDevice::Cpu),
+            "wgpu" => Ok(TrainDevice::Wgpu),
+            _ => Err(format!("unknown device {s:?}: expected cpu or wgpu")),
+        }
+    }
+}
 
 #[derive(Module, Debug)]
 struct Net {
@@ -138,7 +174,7 @@ pub(crate) fn fit_mlp(
 #[cfg(all(test, feature = "wgpu"))]
 mod wgpu_tests {
     use super::*;
-    use crate::fit::tests::toy;
+    use crate::design::tests::toy;
     use crate::metrics::roc_auc;
 
     /// The GPU path, run where a Vulkan driver exists (on a CPU-only machine, Mesa's lavapipe:

@@ -115,7 +115,17 @@ pub(crate) fn fit_mlp(
     let mut net = {
         let _held = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         device.seed(seed);
-        Net::new(width, &p.hidden, &device)
+        let net = Net::new(width, &p.hidden, &device);
+        // burn draws a parameter's initial values lazily, when it is first read: read them
+        // here, under the lock, in the order the first forward pass reads them (each layer's
+        // weight, then its bias), or another fit seeding meanwhile would change them.
+        for layer in &net.layers {
+            drop(layer.weight.val());
+            if let Some(bias) = &layer.bias {
+                drop(bias.val());
+            }
+        }
+        net
     };
     let mut optimizer = AdamConfig::new().init();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
